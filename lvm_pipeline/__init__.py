@@ -1,0 +1,1 @@
+"""lvm_pipeline: ordered text -> concept vectors -> gated training data -> next-concept models."""
