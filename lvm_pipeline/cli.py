@@ -1,0 +1,191 @@
+"""`lvm-pipeline`: the database, the demo corpus, ingestion without the UI, and the UI itself.
+
+`ingest` materializes the same Dagster assets the sensor's runs do, on the same instance, so
+its runs and materializations show in the UI like any other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lvm_pipeline import db
+from lvm_pipeline.config import settings
+
+log = logging.getLogger("lvm_pipeline")
+
+
+def prepare_dagster_env() -> None:
+    """Point Dagster at this project's dagster.yaml and at the database's Dagster storage."""
+    if not os.environ.get("DAGSTER_HOME"):
+        if not Path("dagster.yaml").is_file():
+            sys.exit("no dagster.yaml here: run from the project root, or set DAGSTER_HOME")
+        os.environ["DAGSTER_HOME"] = str(Path.cwd())
+    os.environ.setdefault("DAGSTER_PG_URL", db.dagster_storage_url())
+    os.environ.setdefault("LVM_DAGSTER_DIR", str(settings().dagster_dir))
+    settings().dagster_dir.mkdir(parents=True, exist_ok=True)
+
+
+# -- db ---------------------------------------------------------------------------------------
+def cmd_db(args: argparse.Namespace) -> int:
+    config = settings()
+    if config.database_url and args.action in ("start", "stop"):
+        print(f"LVM_DATABASE_URL is set: an external server is in use, nothing to {args.action}")
+        return 0
+    server = db.embedded_server(config)
+    if args.action == "start":
+        url = db.database_url(config)
+        with db.connect(url):  # applies pending migrations
+            pass
+        print(server.status())
+    elif args.action == "stop":
+        print(server.stop())
+    elif args.action == "status":
+        print(f"external server: {config.database_url}" if config.database_url else server.status())
+    elif args.action == "url":
+        print(db.dagster_storage_url(config) if args.dagster else db.database_url(config))
+    return 0
+
+
+# -- demo data --------------------------------------------------------------------------------
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from lvm_pipeline.sources.vital_articles import write_demo_batches
+
+    paths = write_demo_batches(args.landing or settings().landing_dir, n_batches=args.batches,
+                               limit=args.limit, fmt=args.format)
+    for path in paths:
+        print(path)
+    return 0
+
+
+# -- ingest -----------------------------------------------------------------------------------
+def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
+    """Materialize the ingestion assets for each file, one batch each; return the number that failed."""
+    from dagster import DagsterInstance, RunConfig, materialize
+
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.assets import ConceptChunksConfig, RawArticlesConfig, ingestion_assets
+    from lvm_pipeline.defs.partitions import batches
+    from lvm_pipeline.sources import SUPPORTED_SUFFIXES, source_format
+
+    prepare_dagster_env()
+    instance = DagsterInstance.get()
+    failed = 0
+    for path in paths:
+        if not path.is_file() or source_format(path) is None:
+            why = "no such file" if not path.is_file() else f"unknown file type (supported: {', '.join(SUPPORTED_SUFFIXES)})"
+            print(f"REJECTED {path}: {why}", file=sys.stderr)
+            failed += 1
+            continue
+        key = path.name
+        if not instance.has_dynamic_partition(batches.name, key):
+            instance.add_dynamic_partitions(batches.name, [key])
+        result = materialize(
+            ingestion_assets, partition_key=key, instance=instance, resources=resources(),
+            run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
+                                      "concept_chunks": ConceptChunksConfig(mode=mode)}),
+            raise_on_error=False, tags={"lvm/launched_by": "cli"},
+        )
+        if result.success:
+            a, c, v = (result.asset_materializations_for_node(node)[0].metadata
+                       for node in ("raw_articles", "concept_chunks", "concept_vectors"))
+            print(f"OK {key}: {a['articles'].value} articles ({a['quarantined'].value} quarantined), "
+                  f"{c['concepts'].value} concepts, {v['vectors'].value} vectors (run {result.run_id[:8]})")
+        else:
+            failure = next((e for e in result.all_events if e.is_step_failure), None)
+            reason = failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
+            print(f"FAILED {key}: {reason} (run {result.run_id[:8]})", file=sys.stderr)
+            failed += 1
+    return failed
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    return 1 if ingest_paths([Path(p) for p in args.paths], args.mode) else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the database, write the demo batches, ingest them all."""
+    cmd_db(argparse.Namespace(action="start", dagster=False))
+    cmd_demo_data(args)
+    landing = args.landing or settings().landing_dir
+    files = sorted(Path(landing).glob("vital_articles_*"))
+    failed = ingest_paths(files)
+    cmd_batches(argparse.Namespace())
+    return 1 if failed else 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    """Print every batch with its counts and vector coverage."""
+    with db.connect(db.database_url()) as conn, conn.cursor() as cur:
+        cur.execute(
+            """SELECT b.batch_id, b.status, b.n_articles, b.n_quarantined, b.n_concepts,
+                      (SELECT count(*) FROM cpe_vector v JOIN cpe_entry e USING (cpe_id) WHERE e.batch_id = b.batch_id)
+               FROM batch b ORDER BY b.batch_id"""
+        )
+        rows = cur.fetchall()
+    print(f"{'batch':<36} {'status':<9} {'articles':>8} {'quarant.':>8} {'concepts':>8} {'coverage':>8}")
+    for batch_id, status, n_articles, n_quarantined, n_concepts, n_vectors in rows:
+        coverage = f"{100 * n_vectors / n_concepts:.1f}%" if n_concepts else "-"
+        print(f"{batch_id:<36} {status:<9} {n_articles:>8} {n_quarantined:>8} {n_concepts:>8} {coverage:>8}")
+    return 0
+
+
+# -- dev --------------------------------------------------------------------------------------
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Open the Dagster UI (webserver + daemon) on 127.0.0.1, backed by the same PostgreSQL."""
+    prepare_dagster_env()
+    command = ["dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    print(" ".join(command), flush=True)
+    os.execvp(command[0], command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lvm-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="the embedded PostgreSQL server")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.add_argument("--dagster", action="store_true", help="with url: Dagster's storage URL")
+    p.set_defaults(func=cmd_db)
+
+    def demo_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--batches", type=int, default=10, help="number of landing files (default 10)")
+        p.add_argument("--limit", type=int, default=None, help="only the first N articles")
+        p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+        p.add_argument("--landing", type=Path, default=None, help="default: $LVM_DATA_DIR/landing")
+
+    p = sub.add_parser("demo-data", help="write the vital-articles demo corpus as landing batches")
+    demo_options(p)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("demo", help="start the database, write the demo batches and ingest them")
+    demo_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--mode", choices=["packed", "sentence"], default="packed")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("batches", help="list batches with counts and vector coverage")
+    p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("dev", help="open the Dagster UI on 127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

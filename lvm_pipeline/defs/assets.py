@@ -1,0 +1,113 @@
+"""Per-batch ingestion assets: raw_articles -> concept_chunks -> concept_vectors.
+
+Thin wrappers: the work is in `lvm_pipeline.ingest`; these add config, errors Dagster can show,
+and metadata a person can read in the UI. The data lives in PostgreSQL, so the assets return
+MaterializeResult rather than values.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Literal
+
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from lvm_pipeline import ingest
+from lvm_pipeline.db.store import EncoderMismatchError
+from lvm_pipeline.defs.metadata import md_table
+from lvm_pipeline.defs.partitions import batches
+from lvm_pipeline.defs.resources import EncoderResource, LandingResource, PostgresResource
+from lvm_pipeline.sources import SourceError
+from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
+
+GROUP = "ingestion"
+
+
+class RawArticlesConfig(Config):
+    path: str = Field(default="", description="File to read; empty: the landing file named like the batch.")
+    max_article_chars: int = Field(default=DEFAULT_MAX_ARTICLE_CHARS, description="Longer articles are quarantined.")
+
+
+class ConceptChunksConfig(Config):
+    mode: Literal["sentence", "packed"] = Field(default="packed", description="one concept per sentence, or whole sentences packed toward min..max chars")
+    min_chars: int = 250
+    max_chars: int = 400
+    dataset_source: str = Field(default="wikipedia", description="cpe_entry.dataset_source")
+
+
+@asset(partitions_def=batches, group_name=GROUP, kinds={"postgres"})
+def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, landing: LandingResource,
+                 database: PostgresResource) -> MaterializeResult:
+    """Parse and validate one landing file into `article` rows; quarantine bad records with reasons."""
+    batch_id = context.partition_key
+    path = Path(config.path) if config.path else landing.resolved_path() / batch_id
+    try:
+        with database.connect() as conn:
+            report = ingest.parse_batch(conn, path, batch_id, config.max_article_chars)
+    except (SourceError, FileNotFoundError) as exc:
+        raise Failure(description=f"batch {batch_id!r} rejected: {exc}") from exc
+    if report.n_quarantined:
+        context.log.warning(f"{report.n_quarantined} of {report.n_records} records quarantined: {dict(report.reasons)}")
+    return MaterializeResult(metadata={
+        "file": MetadataValue.path(str(path)),
+        "content_sha256": report.content_hash,
+        "records": report.n_records,
+        "articles": report.n_articles,
+        "quarantined": report.n_quarantined,
+        "quarantine_reasons": MetadataValue.json(dict(report.reasons)),
+        "quarantined_examples": MetadataValue.md(md_table(
+            ["where", "article id", "reason", "excerpt"],
+            [(r.locator, r.article_id or "", r.reason, r.excerpt) for r in report.quarantined],
+        ) if report.quarantined else "nothing quarantined"),
+        "sample": MetadataValue.md(md_table(["id", "title", "text"], [(a.article_id, a.title, a.text) for a in report.sample])),
+        "seconds": round(report.seconds, 2),
+    })
+
+
+@asset(partitions_def=batches, group_name=GROUP, deps=[raw_articles], kinds={"postgres"})
+def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
+                   database: PostgresResource) -> MaterializeResult:
+    """Segment the batch's articles into ordered concepts (`cpe_entry`) with exact char offsets."""
+    with database.connect() as conn:
+        report = ingest.chunk_batch(conn, context.partition_key, config.mode, config.min_chars,
+                                    config.max_chars, config.dataset_source)
+    lengths = report.lengths or [0]
+    return MaterializeResult(metadata={
+        "mode": report.mode,
+        "articles": report.n_articles,
+        "concepts": report.n_concepts,
+        "concepts_per_article": round(report.n_concepts / max(report.n_articles, 1), 2),
+        "chars_mean": round(statistics.fmean(lengths), 1),
+        "chars_median": statistics.median(lengths),
+        "chars_min": min(lengths),
+        "chars_max": max(lengths),
+        "sample": MetadataValue.md(md_table(["article", "seq", "concept"], report.sample)),
+        "seconds": round(report.seconds, 2),
+    })
+
+
+@asset(partitions_def=batches, group_name=GROUP, deps=[concept_chunks], kinds={"pytorch", "postgres"})
+def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
+                    database: PostgresResource) -> MaterializeResult:
+    """Encode every concept of the batch and write the vectors (pgvector) with COPY."""
+    model = encoder.get()
+    try:
+        with database.connect() as conn:
+            report = ingest.embed_batch(conn, context.partition_key, model)
+    except EncoderMismatchError as exc:
+        raise Failure(description=str(exc)) from exc
+    return MaterializeResult(metadata={
+        "encoder": report.encoder,
+        "dimension": report.dimension,
+        "fingerprint": report.fingerprint,
+        "vectors": report.n_vectors,
+        "concepts_per_second": round(report.n_vectors / max(report.encode_seconds, 1e-9), 1),
+        "encode_seconds": round(report.encode_seconds, 2),
+        "write_seconds": round(report.write_seconds, 2),
+        "seconds": round(report.seconds, 2),
+    })
+
+
+ingestion_assets = [raw_articles, concept_chunks, concept_vectors]

