@@ -14,6 +14,8 @@ from psycopg2 import sql
 
 from lvm_pipeline.db.server import EmbeddedPostgres
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def pg_server():
@@ -57,14 +59,19 @@ def conn(database_url):
 
 @pytest.fixture
 def dagster_instance(pg_server, monkeypatch, tmp_path):
-    """A real Dagster instance whose storage is PostgreSQL, as in production."""
-    from dagster import instance_for_test
+    """A real Dagster instance from this project's dagster.yaml, its storage a fresh PostgreSQL database.
+
+    The environment points at it, so the CLI's `DagsterInstance.get()` finds the same instance.
+    """
+    from dagster import DagsterInstance
 
     url = _fresh_database(pg_server).replace("postgresql://", "postgresql+psycopg2://", 1)
+    monkeypatch.setenv("DAGSTER_HOME", str(PROJECT_ROOT))
     monkeypatch.setenv("DAGSTER_PG_URL", url)
-    with instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}},
-                           temp_dir=str(tmp_path / "dagster")) as instance:
-        yield instance
+    monkeypatch.setenv("LVM_DAGSTER_DIR", str(tmp_path / "dagster"))
+    instance = DagsterInstance.get()
+    yield instance
+    instance.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -82,3 +82,17 @@ def test_a_second_encoder_is_refused(conn):
     with conn, conn.cursor() as cur:
         with pytest.raises(store.EncoderMismatchError, match=r"\(8-D"):
             store.register_encoder(cur, "c", 16, "fp-c", np.ones(16, dtype=np.float32))
+
+
+def test_copy_rows_keeps_every_string_exactly_and_none_as_null(conn):
+    tricky = ["", "tab\there", "line\nbreak\r\n", "back\\slash", "\\N", '"quoted", comma', "Ünïcødé 漢字 🙂"]
+    with conn, conn.cursor() as cur:
+        _batch(cur)
+        store.copy_rows(cur, "quarantine", ("batch_id", "locator", "article_id", "reason", "raw_excerpt"),
+                        [("b1", f"line {i}", None, "r", text) for i, text in enumerate(tricky)])
+        store.copy_rows(cur, "article", ("article_id", "batch_id", "ord", "title", "text", "url", "metadata"),
+                        [("a1", "b1", 0, "T", "x", None, {"topic": "Arts\tand\ncrafts", "n": 1})])
+        cur.execute("SELECT raw_excerpt, article_id FROM quarantine ORDER BY quarantine_id")
+        assert cur.fetchall() == [(text, None) for text in tricky]
+        cur.execute("SELECT url, metadata FROM article")
+        assert cur.fetchone() == (None, {"topic": "Arts\tand\ncrafts", "n": 1})

@@ -1,12 +1,11 @@
 """Queries and bulk loaders for the stage tables. Callers own the transaction.
 
-Bulk writes use COPY: CSV for text rows, PostgreSQL's binary format for vectors (built with numpy
+Bulk writes use COPY: the text format for text rows, PostgreSQL's binary format for vectors (built with numpy
 in one pass, so writing costs a few percent of encoding).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import struct
@@ -25,17 +24,25 @@ class EncoderMismatchError(RuntimeError):
     """The database already holds vectors of another encoder."""
 
 
+def _copy_text(value: Any) -> str:
+    """One field in COPY's text format: \\N for NULL, backslash escapes for the separators."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, dict):
+        value = json.dumps(value)
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """COPY rows (None -> NULL, dict -> JSON) into `table`; return the number written."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
     count = 0
     for row in rows:
-        writer.writerow([json.dumps(v) if isinstance(v, dict) else v for v in row])
+        buffer.write("\t".join(map(_copy_text, row)) + "\n")
         count += 1
     if count:
         buffer.seek(0)
-        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
         cur.copy_expert(statement.as_string(cur), buffer)

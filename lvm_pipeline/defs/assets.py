@@ -5,8 +5,6 @@ and metadata a person can read in the UI. The data lives in PostgreSQL, so the a
 MaterializeResult rather than values.
 """
 
-from __future__ import annotations
-
 import statistics
 from pathlib import Path
 from typing import Literal
@@ -24,18 +22,15 @@ from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
 
 GROUP = "ingestion"
 
-
 class RawArticlesConfig(Config):
     path: str = Field(default="", description="File to read; empty: the landing file named like the batch.")
     max_article_chars: int = Field(default=DEFAULT_MAX_ARTICLE_CHARS, description="Longer articles are quarantined.")
-
 
 class ConceptChunksConfig(Config):
     mode: Literal["sentence", "packed"] = Field(default="packed", description="one concept per sentence, or whole sentences packed toward min..max chars")
     min_chars: int = 250
     max_chars: int = 400
     dataset_source: str = Field(default="wikipedia", description="cpe_entry.dataset_source")
-
 
 @asset(partitions_def=batches, group_name=GROUP, kinds={"postgres"})
 def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, landing: LandingResource,
@@ -65,7 +60,6 @@ def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, land
         "seconds": round(report.seconds, 2),
     })
 
-
 @asset(partitions_def=batches, group_name=GROUP, deps=[raw_articles], kinds={"postgres"})
 def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
                    database: PostgresResource) -> MaterializeResult:
@@ -87,7 +81,6 @@ def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
         "seconds": round(report.seconds, 2),
     })
 
-
 @asset(partitions_def=batches, group_name=GROUP, deps=[concept_chunks], kinds={"pytorch", "postgres"})
 def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
                     database: PostgresResource) -> MaterializeResult:
@@ -108,6 +101,5 @@ def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
         "write_seconds": round(report.write_seconds, 2),
         "seconds": round(report.seconds, 2),
     })
-
 
 ingestion_assets = [raw_articles, concept_chunks, concept_vectors]

@@ -1,7 +1,5 @@
 """landing_sensor: registers each new or changed landing file as a batch partition and runs it."""
 
-from __future__ import annotations
-
 import json
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
@@ -14,13 +12,11 @@ from lvm_pipeline.landing import scan_landing
 ingest_batch_job = define_asset_job("ingest_batch", selection=ingestion_assets, partitions_def=batches,
                                     description="parse -> chunk -> embed one landing batch")
 
-
 def _ingested_hashes(database: PostgresResource) -> dict[str, str]:
     """batch id -> content hash of batches fully ingested (by a run or by `lvm-pipeline ingest`)."""
     with database.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT batch_id, content_hash FROM batch WHERE status = 'embedded'")
         return dict(cur.fetchall())
-
 
 @sensor(job=ingest_batch_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def landing_sensor(context: SensorEvaluationContext, landing: LandingResource,

@@ -1,0 +1,61 @@
+"""Reading landing batch files (JSONL, Parquet, MediaWiki XML) into articles.
+
+`read_batch` checks the file eagerly, then streams it: one `Article` or `Rejected` per record.
+This layer knows nothing of Dagster or the database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from lvm_pipeline.sources.jsonl import read_jsonl
+from lvm_pipeline.sources.mediawiki import read_mediawiki
+from lvm_pipeline.sources.parquet import read_parquet
+from lvm_pipeline.sources.records import (DEFAULT_MAX_ARTICLE_CHARS, Article, EmptySourceError, Rejected,
+                                          SourceError, UnsupportedSourceError)
+
+__all__ = ["Article", "Rejected", "SourceError", "UnsupportedSourceError", "EmptySourceError",
+           "SUPPORTED_SUFFIXES", "source_format", "read_batch"]
+
+SUPPORTED_SUFFIXES = (".jsonl", ".parquet", ".xml", ".xml.bz2")
+_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".xml": "mediawiki", ".xml.bz2": "mediawiki"}
+_READERS: dict[str, Callable[[Path, int], Iterator[Article | Rejected]]] = {
+    "jsonl": read_jsonl, "parquet": read_parquet, "mediawiki": read_mediawiki,
+}
+_SCAN_BYTES = 1 << 16
+
+
+def source_format(path: str | os.PathLike) -> str | None:
+    """"jsonl", "parquet" or "mediawiki" by the file's suffix (case-insensitive); None if unsupported."""
+    name = Path(path).name.lower()
+    return next((fmt for suffix, fmt in _FORMATS.items() if name.endswith(suffix)), None)
+
+
+def read_batch(path: str | os.PathLike, *,
+               max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> Iterator[Article | Rejected]:
+    """Stream a landing file as Articles and Rejected records, in file order.
+
+    Raises now, before the first record: UnsupportedSourceError (unknown suffix),
+    FileNotFoundError, EmptySourceError (0 bytes or only whitespace), SourceError (unreadable file).
+    """
+    path = Path(path)
+    fmt = source_format(path)
+    if fmt is None:
+        raise UnsupportedSourceError(
+            f"{path}: unsupported file type; supported suffixes: {', '.join(SUPPORTED_SUFFIXES)}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if _is_blank(path):
+        raise EmptySourceError(f"{path}: the file is empty")
+    return _READERS[fmt](path, max_article_chars)
+
+
+def _is_blank(path: Path) -> bool:
+    """True if the file holds only whitespace bytes (stops reading at the first other byte)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(_SCAN_BYTES):
+            if chunk.strip():
+                return False
+    return True

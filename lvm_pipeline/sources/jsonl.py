@@ -1,0 +1,62 @@
+"""JSON Lines: one article object per line, streamed line by line in binary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import BinaryIO, Iterator, NamedTuple
+
+from lvm_pipeline.sources.records import Article, Rejected, excerpt, to_article, utf8_error_detail
+
+CHUNK_BYTES = 1 << 20
+# The longest line that can still hold a valid article: every character escaped as a
+# surrogate pair (12 bytes), plus room for the other fields.
+_BYTES_PER_CHAR = 12
+_LINE_OVERHEAD = 1 << 20
+
+
+class _Oversized(NamedTuple):
+    """A line too long to hold: its first bytes and its full length."""
+
+    head: bytes
+    length: int
+
+
+def read_jsonl(path: Path, max_article_chars: int) -> Iterator[Article | Rejected]:
+    """Yield one Article or Rejected per non-blank line ("line N", 1-based)."""
+    max_line_bytes = max_article_chars * _BYTES_PER_CHAR + _LINE_OVERHEAD
+    with open(path, "rb") as f:
+        for number, line in enumerate(_lines(f, max_line_bytes), start=1):
+            if isinstance(line, _Oversized):
+                yield Rejected(locator=f"line {number}", excerpt=excerpt(line.head),
+                               reason=f"article too long: the line is {line.length:,} bytes, over the "
+                                      f"{max_line_bytes:,}-byte limit for {max_article_chars:,}-character articles")
+            elif line.strip():
+                yield _parse_line(line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line,
+                                  f"line {number}", max_article_chars)
+
+
+def _lines(f: BinaryIO, max_line_bytes: int) -> Iterator[bytes | _Oversized]:
+    """Each line's bytes; a line over `max_line_bytes` is skipped through, never held in memory."""
+    while line := f.readline(max_line_bytes + 1):
+        if len(line) <= max_line_bytes or line.endswith(b"\n"):
+            yield line
+            continue
+        length = len(line)
+        while (rest := f.readline(CHUNK_BYTES)) and not rest.endswith(b"\n"):
+            length += len(rest)
+        yield _Oversized(line[:1024], length + len(rest))
+
+
+def _parse_line(line: bytes, locator: str, max_article_chars: int) -> Article | Rejected:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Rejected(locator=locator, excerpt=excerpt(line),
+                        reason=f"invalid UTF-8: {utf8_error_detail(error, 'the line')}")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        return Rejected(locator=locator, excerpt=excerpt(line),
+                        reason=f"malformed JSON: {error.msg} (column {error.colno})")
+    return to_article(record, locator, max_article_chars, raw=text)

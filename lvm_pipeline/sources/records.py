@@ -1,0 +1,167 @@
+"""What a source yields (`Article` or `Rejected`), the whole-file errors, and the one record validator.
+
+JSONL and Parquet records both go through `to_article`; the MediaWiki reader uses it too, after
+turning wikitext into plain text. A rejection's reason is "<kind>: <detail>" and its excerpt is
+short, storable text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+EXCERPT_CHARS = 300
+DEFAULT_MAX_ARTICLE_CHARS = 1_000_000
+
+# PostgreSQL `text` cannot store NUL; a lone surrogate is not valid UTF-8 (json.loads lets both through).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One valid article; `locator` says where in the landing file it came from."""
+
+    article_id: str  # stripped, non-empty
+    title: str  # stripped, non-empty
+    text: str  # non-empty after strip; kept exactly as given (char offsets index into it)
+    url: str | None = None
+    metadata: dict = field(default_factory=dict)  # extra JSON-serialisable fields
+    locator: str = ""  # "line 12", "row 40", "page 7 'Title'"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One record that cannot become an article."""
+
+    locator: str
+    reason: str  # "<kind>: <detail>"
+    excerpt: str  # at most EXCERPT_CHARS characters of the raw input, storable UTF-8
+    article_id: str | None = None
+
+
+class SourceError(ValueError):
+    """The whole file cannot be read as a batch."""
+
+
+class UnsupportedSourceError(SourceError):
+    """The file's type (suffix) is not one we read."""
+
+
+class EmptySourceError(SourceError):
+    """The file is empty or holds only whitespace."""
+
+
+def excerpt(raw: str | bytes) -> str:
+    """The first EXCERPT_CHARS characters of `raw`; undecodable bytes, NUL and lone surrogates become U+FFFD."""
+    if isinstance(raw, bytes):
+        raw = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return _UNSTORABLE.sub("\ufffd", raw[:EXCERPT_CHARS])
+
+
+def record_excerpt(record: object) -> str:
+    """`excerpt` of a parsed record, re-serialised as JSON."""
+    return excerpt(json.dumps(record, ensure_ascii=False, default=str))
+
+
+def utf8_error_detail(error: UnicodeDecodeError, where: str) -> str:
+    """E.g. "byte 0xff at position 12 of the line"."""
+    return f"byte 0x{error.object[error.start]:02x} at position {error.start} of {where}"
+
+
+def corrupt_file(after: str, error: BaseException) -> Rejected:
+    """The single rejection a reader yields when the file breaks off mid-way ("after row 40")."""
+    return Rejected(locator=f"after {after}", excerpt="",
+                    reason=f"truncated or corrupt file: {type(error).__name__}: {error}")
+
+
+def to_article(record: object, locator: str, max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS, *,
+               raw: str | bytes | None = None) -> Article | Rejected:
+    """Validate one record (`id`, `title`, `text`, optional `url`; any other non-None key -> metadata).
+
+    `raw` is the record as it appeared in the file, for a rejection's excerpt (default: the record as JSON).
+    """
+    def reject(reason: str, article_id: str | None = None) -> Rejected:
+        shown = excerpt(raw) if raw is not None else record_excerpt(record)
+        return Rejected(locator=locator, reason=reason, excerpt=shown, article_id=article_id)
+
+    if not isinstance(record, dict):
+        return reject(f"not an object: expected a JSON object, got {_type_name(record)}")
+    article_id = _article_id(record.get("id"))
+    if article_id is None:
+        return reject(f"missing id: the 'id' field is {_blank_or_type(record.get('id'))}")
+    if (problem := _field_problem(record, max_article_chars)) is not None:
+        return reject(problem, article_id)
+    url = record.get("url")
+    metadata = {key: _json_safe(value) for key, value in record.items()
+                if key not in ("id", "title", "text", "url") and value is not None}
+    return Article(article_id=article_id, title=record["title"].strip(), text=record["text"],
+                   url=(url.strip() or None) if isinstance(url, str) else None,
+                   metadata=metadata, locator=locator)
+
+
+def _field_problem(record: dict, max_article_chars: int) -> str | None:
+    """Why the title, text or any string in the record makes it unusable, or None."""
+    title, text = record.get("title"), record.get("text")
+    if not isinstance(title, str) or not title.strip():
+        return f"missing title: the 'title' field is {_blank_or_type(title)}"
+    if text is None:
+        return "missing text: the record has no 'text' field"
+    if not isinstance(text, str):
+        return f"invalid text: the 'text' field is {_type_name(text)}, not a string"
+    if not text.strip():
+        return "empty text: the 'text' field is blank"
+    if len(text) > max_article_chars:
+        return f"article too long: {len(text):,} characters, over the {max_article_chars:,} limit"
+    if (where := _unstorable(record)) is not None:
+        return f"invalid text: {where} (PostgreSQL text cannot store it)"
+    return None
+
+
+def _article_id(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def _type_name(value: object) -> str:
+    """The JSON name of a value's type, for messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def _blank_or_type(value: object) -> str:
+    return "missing or blank" if value is None or isinstance(value, str) else _type_name(value)
+
+
+def _unstorable(value: object, where: str = "the record") -> str | None:
+    """Where the first string (or key) PostgreSQL cannot store is, and what it holds; None if there is none."""
+    if isinstance(value, str):
+        if (bad := _UNSTORABLE.search(value)) is None:
+            return None
+        what = "a NUL character" if bad.group() == "\x00" else f"an unpaired surrogate U+{ord(bad.group()):04X}"
+        return f"{where} contains {what} at position {bad.start()}"
+    if isinstance(value, dict):
+        items = [(f"a key of {where}", key) for key in value]
+        items += [(f"the {key!r} field" if where == "the record" else f"{where}[{key!r}]", item)
+                  for key, item in value.items()]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    return next((problem for sub_where, item in items if (problem := _unstorable(item, sub_where))), None)
+
+
+def _json_safe(value: object) -> object:
+    """`value` with anything JSON cannot hold (dates, decimals, bytes from Parquet) turned into str."""
+    if isinstance(value, _JSON_SCALARS):
+        return value
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return str(value)
