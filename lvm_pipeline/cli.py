@@ -86,7 +86,8 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
         result = materialize(
             ingestion_assets, partition_key=key, instance=instance, resources=resources(),
             run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
-                                      "concept_chunks": ConceptChunksConfig(mode=mode)}),
+                                      "concept_chunks": ConceptChunksConfig(mode=mode)},
+                                 loggers={"console": {"config": {"log_level": "INFO"}}}),
             raise_on_error=False, tags={"lvm/launched_by": "cli"},
         )
         if result.success:

