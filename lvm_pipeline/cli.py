@@ -138,7 +138,9 @@ def cmd_batches(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI (webserver + daemon) on 127.0.0.1, backed by the same PostgreSQL."""
     prepare_dagster_env()
-    command = ["dagster", "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    beside_python = Path(sys.executable).parent / "dagster"  # the venv's, even when it is not activated
+    dagster = str(beside_python) if beside_python.exists() else "dagster"
+    command = [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
     print(" ".join(command), flush=True)
     os.execvp(command[0], command)
 
