@@ -30,6 +30,7 @@ from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS, EXCERPT_CHAR
 
 ARTICLE_PAGE = 1_000  # articles per COPY / per duplicate look-up
 CONCEPT_PAGE = 2_048  # concepts per encode call + COPY
+QUARANTINE_SAMPLE = 20  # quarantined records kept in the report, for display
 CPE_NAMESPACE = uuid.UUID("6f1d3c2e-4b7a-5e88-9c41-2a0f8e7d6b53")
 T = TypeVar("T")
 
@@ -61,9 +62,6 @@ class ParseReport:
     reasons: Counter = field(default_factory=Counter)  # reason kind -> count
     sample: list[Article] = field(default_factory=list)
     seconds: float = 0.0
-
-
-QUARANTINE_SAMPLE = 20
 
 
 def parse_batch(conn, path: Path, batch_id: str | None = None,
@@ -147,24 +145,19 @@ def chunk_batch(conn, batch_id: str, mode: SegmentationMode = "packed", min_char
     """Segment the batch's articles into ordered concepts (`cpe_entry` rows) with exact char offsets."""
     started = time.perf_counter()
     report = ChunkReport(batch_id=batch_id, mode=mode)
-    with conn, conn.cursor() as cur, conn.cursor(name=f"articles_{uuid.uuid4().hex}") as articles:
-        total = _count(cur, "article", batch_id)
-        store.delete_batch_rows(cur, "cpe_entry", batch_id)
-        articles.itersize = ARTICLE_PAGE
-        articles.execute("SELECT article_id, title, text FROM article WHERE batch_id = %s ORDER BY ord", (batch_id,))
-        with _progress(total, "article", f"chunk {batch_id}") as bar:
-            for page in pages(articles, ARTICLE_PAGE):
-                rows = []
-                for article_id, title, text in page:
-                    for c in segment(text, mode, min_chars=min_chars, max_chars=max_chars):
-                        rows.append((cpe_id(article_id, c.seq, c.start, c.end, c.text), dataset_source,
-                                     batch_id, article_id, title, c.seq, c.text, c.start, c.end))
-                        report.lengths.append(len(c.text))
-                        if len(report.sample) < 5:
-                            report.sample.append((title, c.seq, c.text))
-                report.n_concepts += store.copy_rows(cur, "cpe_entry", CPE_COLUMNS, rows)
-                report.n_articles += len(page)
-                bar.update(len(page))
+    with conn, conn.cursor() as cur:
+        for page in _replace_rows(conn, cur, batch_id, "cpe_entry", ARTICLE_PAGE, "article", "chunk",
+                                  "SELECT article_id, title, text FROM article WHERE batch_id = %s ORDER BY ord"):
+            rows = []
+            for article_id, title, text in page:
+                for c in segment(text, mode, min_chars=min_chars, max_chars=max_chars):
+                    rows.append((cpe_id(article_id, c.seq, c.start, c.end, c.text), dataset_source,
+                                 batch_id, article_id, title, c.seq, c.text, c.start, c.end))
+                    report.lengths.append(len(c.text))
+                    if len(report.sample) < 5:
+                        report.sample.append((title, c.seq, c.text))
+            report.n_concepts += store.copy_rows(cur, "cpe_entry", CPE_COLUMNS, rows)
+            report.n_articles += len(page)
         store.update_batch(cur, batch_id, status="chunked", n_concepts=report.n_concepts)
     report.seconds = time.perf_counter() - started
     return report
@@ -187,28 +180,35 @@ def embed_batch(conn, batch_id: str, encoder: SentenceEncoder) -> EmbedReport:
     """Encode every concept of the batch and COPY the vectors, refusing to mix encoders."""
     started = time.perf_counter()
     report = EmbedReport(batch_id, encoder.name, encoder.dimension, encoder.fingerprint)
-    with conn, conn.cursor() as cur, conn.cursor(name=f"concepts_{uuid.uuid4().hex}") as concepts:
+    with conn, conn.cursor() as cur:
         encoder_id = store.register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint,
                                             encoder.probe_vector)
-        total = _count(cur, "cpe_entry", batch_id)
-        store.delete_batch_rows(cur, "cpe_vector", batch_id)
-        concepts.itersize = CONCEPT_PAGE
-        concepts.execute("SELECT cpe_id::text, concept_text FROM cpe_entry WHERE batch_id = %s", (batch_id,))
-        with _progress(total, "concept", f"embed {batch_id}") as bar:
-            for page in pages(concepts, CONCEPT_PAGE):
-                t0 = time.perf_counter()
-                vectors = encoder.encode([text for _, text in page])
-                t1 = time.perf_counter()
-                ids = [uuid.UUID(cid).bytes for cid, _ in page]
-                report.n_vectors += store.copy_vectors(cur, ids, batch_id, encoder_id, vectors)
-                report.encode_seconds += t1 - t0
-                report.write_seconds += time.perf_counter() - t1
-                bar.update(len(page))
+        for page in _replace_rows(conn, cur, batch_id, "cpe_vector", CONCEPT_PAGE, "concept", "embed",
+                                  "SELECT cpe_id::text, concept_text FROM cpe_entry WHERE batch_id = %s"):
+            t0 = time.perf_counter()
+            vectors = encoder.encode([text for _, text in page])
+            t1 = time.perf_counter()
+            ids = [uuid.UUID(cid).bytes for cid, _ in page]
+            report.n_vectors += store.copy_vectors(cur, ids, batch_id, encoder_id, vectors)
+            report.encode_seconds += t1 - t0
+            report.write_seconds += time.perf_counter() - t1
         store.update_batch(cur, batch_id, status="embedded", n_vectors=report.n_vectors, encoder_id=encoder_id)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _count(cur, table: str, batch_id: str) -> int:
-    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE batch_id = %s").format(sql.Identifier(table)), (batch_id,))
-    return cur.fetchone()[0]
+def _replace_rows(conn, cur, batch_id: str, target: str, page_size: int, unit: str, stage: str,
+                  source_query: str) -> Iterator[list[tuple]]:
+    """Delete the batch's `target` rows, then stream the batch's source rows page by page.
+
+    Runs inside the caller's transaction; the source is read through a server-side cursor.
+    """
+    cur.execute(sql.SQL("SELECT count(*) FROM ({}) AS source").format(sql.SQL(source_query)), (batch_id,))
+    total = cur.fetchone()[0]
+    store.delete_batch_rows(cur, target, batch_id)
+    with conn.cursor(name=f"{stage}_{uuid.uuid4().hex}") as source, _progress(total, unit, f"{stage} {batch_id}") as bar:
+        source.itersize = page_size
+        source.execute(source_query, (batch_id,))
+        for page in pages(source, page_size):
+            yield page
+            bar.update(len(page))
