@@ -68,6 +68,7 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
 
     from lvm_pipeline.defs import resources
     from lvm_pipeline.defs.assets import ConceptChunksConfig, RawArticlesConfig, ingestion_assets
+    from lvm_pipeline.defs.checks import gate_checks
     from lvm_pipeline.defs.partitions import batches
     from lvm_pipeline.sources import SUPPORTED_SUFFIXES, source_format
 
@@ -84,21 +85,28 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
         if not instance.has_dynamic_partition(batches.name, key):
             instance.add_dynamic_partitions(batches.name, [key])
         result = materialize(
-            ingestion_assets, partition_key=key, instance=instance, resources=resources(),
+            [*ingestion_assets, *gate_checks], partition_key=key, instance=instance, resources=resources(),
             run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
                                       "concept_chunks": ConceptChunksConfig(mode=mode)},
                                  loggers={"console": {"config": {"log_level": "INFO"}}}),
             raise_on_error=False, tags={"lvm/launched_by": "cli"},
         )
+        gates = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        not_go = [f"{name}: {e.description}" for name, e in gates.items() if not e.passed]
         if result.success:
             a, c, v = (result.asset_materializations_for_node(node)[0].metadata
                        for node in ("raw_articles", "concept_chunks", "concept_vectors"))
             print(f"OK {key}: {a['articles'].value} articles ({a['quarantined'].value} quarantined), "
-                  f"{c['concepts'].value} concepts, {v['vectors'].value} vectors (run {result.run_id[:8]})")
+                  f"{c['concepts'].value} concepts, {v['vectors'].value} vectors, "
+                  f"{len(gates) - len(not_go)}/{len(gates)} gates GO (run {result.run_id[:8]})")
+            for line in not_go:
+                print(f"  {line}")
         else:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
             reason = failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
             print(f"FAILED {key}: {reason} (run {result.run_id[:8]})", file=sys.stderr)
+            for line in not_go:
+                print(f"  {line}", file=sys.stderr)
             failed += 1
     return failed
 
@@ -114,8 +122,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     landing = args.landing or settings().landing_dir
     files = sorted(Path(landing).glob("vital_articles_*"))
     failed = ingest_paths(files)
+    build_ordered_vectors()
     cmd_batches(argparse.Namespace())
+    cmd_gates(argparse.Namespace(batch=None, json=False))
     return 1 if failed else 0
+
+
+def build_ordered_vectors() -> None:
+    """Materialize ordered_vectors now (the sensor does it when the daemon runs)."""
+    from dagster import DagsterInstance, materialize
+
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.validated import ordered_vectors
+
+    prepare_dagster_env()
+    result = materialize([ordered_vectors], instance=DagsterInstance.get(), resources=resources(),
+                         tags={"lvm/launched_by": "cli"})
+    meta = result.asset_materializations_for_node("ordered_vectors")[0].metadata
+    print(f"ordered_vectors: {meta['concepts'].value} concepts from {meta['batches_included'].value} batches "
+          f"({meta['batches_left_out'].value} left out) -> {meta['npz'].value}")
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
@@ -131,6 +156,44 @@ def cmd_batches(args: argparse.Namespace) -> int:
     for batch_id, status, n_articles, n_quarantined, n_concepts, n_vectors in rows:
         coverage = f"{100 * n_vectors / n_concepts:.1f}%" if n_concepts else "-"
         print(f"{batch_id:<36} {status:<9} {n_articles:>8} {n_quarantined:>8} {n_concepts:>8} {coverage:>8}")
+    return 0
+
+
+# -- gates (on-call) --------------------------------------------------------------------------
+def cmd_gates(args: argparse.Namespace) -> int:
+    """Each batch's gates: decision, blocking or not, the summary; --json for the figures too."""
+    import json
+    from dataclasses import asdict
+
+    from lvm_pipeline import validation
+
+    with db.connect(db.database_url()) as conn:
+        statuses = validation.gate_status(conn, args.batch)
+        verdicts = {v.batch_id: v for v in validation.batch_eligibility(conn)}
+    if args.batch and args.batch not in verdicts:
+        print(f"no batch {args.batch!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"gates": [asdict(s) for s in statuses],
+                          "batches": [asdict(v) for b, v in verdicts.items() if not args.batch or b == args.batch]}, indent=2))
+        return 0
+    for batch_id, verdict in verdicts.items():
+        if args.batch and batch_id != args.batch:
+            continue
+        print(f"{batch_id}: {'IN' if verdict.included else 'OUT'} of training data ({verdict.reason})")
+        for s in (s for s in statuses if s.batch_id == batch_id):
+            stale = "" if s.current else "  [stale: the file changed since]"
+            print(f"  {s.decision:<4} {s.gate:<17} {'blocking ' if s.blocking else 'warn-only'}  {s.summary}{stale}")
+    return 0
+
+
+def cmd_exclude(args: argparse.Namespace) -> int:
+    from lvm_pipeline import validation
+
+    with db.connect(db.database_url()) as conn:
+        validation.set_excluded(conn, args.batch, None if args.include else args.reason)
+    print(f"{args.batch}: {'included again' if args.include else 'excluded: ' + args.reason}; "
+          "ordered_vectors follows at the next sensor tick")
     return 0
 
 
@@ -176,6 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batches", help="list batches with counts and vector coverage")
     p.set_defaults(func=cmd_batches)
+
+    p = sub.add_parser("gates", help="each batch's STOP/GO gates and whether it enters training data")
+    p.add_argument("--batch", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_gates)
+
+    p = sub.add_parser("exclude", help="keep a batch out of training data on purpose")
+    p.add_argument("batch")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_exclude, include=False)
+
+    p = sub.add_parser("include", help="undo `exclude`")
+    p.add_argument("batch")
+    p.set_defaults(func=cmd_exclude, include=True, reason=None)
 
     p = sub.add_parser("dev", help="open the Dagster UI on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")

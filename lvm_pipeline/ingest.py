@@ -1,4 +1,4 @@
-"""The three ingestion stages of one batch: parse -> chunk -> embed, each a pure library call.
+"""The ingestion stages of one batch: parse -> chunk -> embed -> TMD codes, each a pure library call.
 
 The Dagster assets (`raw_articles`, `concept_chunks`, `concept_vectors`) and the CLI call these
 functions. Each stage replaces that batch's rows of its own table in ONE transaction: a re-run
@@ -18,15 +18,19 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
+import numpy as np
 from psycopg2 import sql
 from tqdm import tqdm
 
 from lvm_pipeline.db import store
+from lvm_pipeline.datasets.ordered import load_batch
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.landing import file_sha256
 from lvm_pipeline.segmentation import SegmentationMode, segment
 from lvm_pipeline.sources import Article, Rejected, read_batch
 from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS, EXCERPT_CHARS
+from lvm_pipeline.tmd.assigners import TmdAssigner
+from lvm_pipeline.tmd.schema import pack_tmd
 
 ARTICLE_PAGE = 1_000  # articles per COPY / per duplicate look-up
 CONCEPT_PAGE = 2_048  # concepts per encode call + COPY
@@ -212,3 +216,57 @@ def _replace_rows(conn, cur, batch_id: str, target: str, page_size: int, unit: s
         for page in pages(source, page_size):
             yield page
             bar.update(len(page))
+
+
+# -- TMD codes ------------------------------------------------------------------------------
+@dataclass
+class TmdReport:
+    batch_id: str
+    assigner: str
+    n_articles: int = 0
+    n_concepts: int = 0
+    domain_counts: Counter = field(default_factory=Counter)  # domain code (-1 unknown) -> concepts
+    unknown: dict[str, int] = field(default_factory=dict)  # axis -> concepts with UNKNOWN
+    seconds: float = 0.0
+
+
+def assign_tmd(conn, batch_id: str, assigner: TmdAssigner) -> TmdReport:
+    """Domain per article, task and modifier per concept, written onto `cpe_entry` in one transaction.
+
+    Unknown (confidence under the assigner's threshold) is stored as -1, never as code 0 (Science);
+    `tmd_bits` is only set when all three axes are known.
+    """
+    started = time.perf_counter()
+    batch = load_batch(conn, batch_id)
+    vectors = np.nan_to_num(batch.vectors)  # a concept without a vector scores as nothing, not NaN
+    report = TmdReport(batch_id=batch_id, assigner=assigner.name, n_concepts=len(batch.texts))
+    starts = [i for i in range(len(batch.article_ids)) if i == 0 or batch.article_ids[i] != batch.article_ids[i - 1]]
+    bounds = list(zip(starts, starts[1:] + [len(batch.article_ids)]))
+    report.n_articles = len(bounds)
+    article_vectors = np.stack([vectors[a:b].mean(axis=0) for a, b in bounds]) if bounds else vectors[:0]
+    article_vectors /= np.maximum(np.linalg.norm(article_vectors, axis=1, keepdims=True), 1e-12)
+    domains = assigner.assign_domains([batch.titles[a] for a, _ in bounds],
+                                      [" ".join(batch.texts[a:b]) for a, b in bounds], article_vectors)
+    tasks, modifiers = assigner.assign_concepts(batch.texts, vectors)
+    per_concept = np.repeat(np.arange(len(bounds)), [b - a for a, b in bounds])
+    domain_codes, domain_conf = domains.codes[per_concept], domains.confidence[per_concept]
+    rows = []
+    for i, cid in enumerate(batch.cpe_ids):
+        codes = (int(domain_codes[i]), int(tasks.codes[i]), int(modifiers.codes[i]))
+        bits = pack_tmd(*codes) if min(codes) >= 0 else None
+        rows.append((cid, *codes, bits, float(domain_conf[i]), float(tasks.confidence[i]), float(modifiers.confidence[i])))
+    report.domain_counts.update(int(c) for c in domain_codes)
+    report.unknown = {"domain": int((domain_codes < 0).sum()), "task": int((tasks.codes < 0).sum()),
+                      "modifier": int((modifiers.codes < 0).sum())}
+    with conn, conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE tmd_in (cpe_id uuid, d smallint, t smallint, m smallint, bits integer,"
+                    " dc real, tc real, mc real) ON COMMIT DROP")
+        store.copy_rows(cur, "tmd_in", ("cpe_id", "d", "t", "m", "bits", "dc", "tc", "mc"), rows)
+        cur.execute(
+            """UPDATE cpe_entry e SET domain_code = i.d, task_code = i.t, modifier_code = i.m, tmd_bits = i.bits,
+                   domain_confidence = i.dc, task_confidence = i.tc, modifier_confidence = i.mc, tmd_assigner = %s
+               FROM tmd_in i WHERE e.cpe_id = i.cpe_id""",
+            (assigner.name,),
+        )
+    report.seconds = time.perf_counter() - started
+    return report

@@ -83,10 +83,11 @@ def encoder():
 
 @pytest.fixture(scope="session")
 def vital_records():
-    """The first 60 real demo-corpus records (id, title, text, url, topic, description)."""
+    """60 real demo-corpus records spread over the whole corpus, so over its topics."""
     from lvm_pipeline.sources.vital_articles import load_vital_articles
 
-    return load_vital_articles()[:60]
+    records = load_vital_articles()
+    return records[:: len(records) // 60][:60]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

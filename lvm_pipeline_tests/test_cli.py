@@ -26,7 +26,7 @@ def test_demo_data_writes_landing_batches(database_url, capsys):
 def test_batches_lists_coverage(database_url, dagster_instance, vital_records, capsys):
     from lvm_pipeline_tests.conftest import write_jsonl
 
-    path = write_jsonl(Path(os.environ["LVM_DATA_DIR"]) / "landing" / "cov.jsonl", vital_records[:2])
+    path = write_jsonl(Path(os.environ["LVM_DATA_DIR"]) / "landing" / "cov.jsonl", vital_records[:40])
     assert cli.main(["ingest", str(path)]) == 0
     assert cli.main(["batches"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("cov.jsonl"))

@@ -1,20 +1,24 @@
-"""The Dagster layer: assets, sensors, resources. `dagster dev` loads `defs` from here."""
+"""The Dagster layer: assets, gate checks, sensors, resources. `dagster dev` loads `defs` from here."""
 
 from dagster import Definitions
 
 from lvm_pipeline.defs.assets import ingestion_assets
-from lvm_pipeline.defs.resources import EncoderResource, LandingResource, PostgresResource
-from lvm_pipeline.defs.sensors import ingest_batch_job, landing_sensor
+from lvm_pipeline.defs.checks import gate_checks
+from lvm_pipeline.defs.resources import AlertResource, EncoderResource, LandingResource, PostgresResource
+from lvm_pipeline.defs.sensors import gate_sensor, ingest_batch_job, landing_sensor, ordered_vectors_sensor
+from lvm_pipeline.defs.validated import ordered_vectors, phase_report
 
 
 def resources() -> dict:
     """Defaults read the environment when used (see lvm_pipeline.config)."""
-    return {"database": PostgresResource(), "encoder": EncoderResource(), "landing": LandingResource()}
+    return {"database": PostgresResource(), "encoder": EncoderResource(), "landing": LandingResource(),
+            "alerts": AlertResource()}
 
 
 defs = Definitions(
-    assets=ingestion_assets,
+    assets=[*ingestion_assets, phase_report, ordered_vectors],
+    asset_checks=gate_checks,
     jobs=[ingest_batch_job],
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, gate_sensor, ordered_vectors_sensor],
     resources=resources(),
 )

@@ -1,4 +1,4 @@
-"""Per-batch ingestion assets: raw_articles -> concept_chunks -> concept_vectors.
+"""Per-batch ingestion assets: raw_articles -> concept_chunks -> concept_vectors -> tmd_codes.
 
 Thin wrappers: the work is in `lvm_pipeline.ingest`; these add config, errors Dagster can show,
 and metadata a person can read in the UI. The data lives in PostgreSQL, so the assets return
@@ -14,11 +14,13 @@ from pydantic import Field
 
 from lvm_pipeline import ingest
 from lvm_pipeline.db.store import EncoderMismatchError
-from lvm_pipeline.defs.metadata import md_table
+from lvm_pipeline.markdown import md_table
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import EncoderResource, LandingResource, PostgresResource
 from lvm_pipeline.sources import SourceError
 from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
+from lvm_pipeline.tmd.assigners import assigner_from_config
+from lvm_pipeline.tmd.schema import DOMAINS, UNKNOWN
 
 GROUP = "ingestion"
 
@@ -102,4 +104,31 @@ def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
         "seconds": round(report.seconds, 2),
     })
 
-ingestion_assets = [raw_articles, concept_chunks, concept_vectors]
+class TmdConfig(Config):
+    assigner: Literal["zero-shot", "llm"] = Field(default="zero-shot", description="zero-shot over the encoder, or an OpenAI-compatible LLM endpoint")
+    llm_base_url: str = Field(default="http://127.0.0.1:11434/v1", description="for assigner=llm (e.g. a local Ollama)")
+    llm_model: str = Field(default="llama3.1", description="for assigner=llm; the key comes from LVM_LLM_API_KEY")
+
+
+@asset(partitions_def=batches, group_name=GROUP, deps=[concept_vectors], kinds={"postgres"})
+def tmd_codes(context: AssetExecutionContext, config: TmdConfig, encoder: EncoderResource,
+              database: PostgresResource) -> MaterializeResult:
+    """Domain (per article), task and modifier (per concept) codes with confidences; unknown is explicit (-1)."""
+    options = {"base_url": config.llm_base_url, "model": config.llm_model} if config.assigner == "llm" else {}
+    assigner = assigner_from_config(config.assigner, encoder.get(), **options)
+    with database.connect() as conn:
+        report = ingest.assign_tmd(conn, context.partition_key, assigner)
+    names = {code: d.name for code, d in enumerate(DOMAINS)} | {UNKNOWN: "unknown"}
+    table = sorted(report.domain_counts.items(), key=lambda kv: -kv[1])
+    return MaterializeResult(metadata={
+        "assigner": report.assigner,
+        "articles": report.n_articles,
+        "concepts": report.n_concepts,
+        **{f"unknown_{axis}": n for axis, n in report.unknown.items()},
+        "domains": MetadataValue.md(md_table(["domain", "concepts", "share"], [
+            (names[code], n, f"{n / max(report.n_concepts, 1):.1%}") for code, n in table])),
+        "seconds": round(report.seconds, 2),
+    })
+
+
+ingestion_assets = [raw_articles, concept_chunks, concept_vectors, tmd_codes]

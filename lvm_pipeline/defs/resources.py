@@ -1,7 +1,8 @@
-"""Dagster resources: the database, the encoder and the landing folder. Empty fields mean "from the environment"."""
+"""Dagster resources: the database, the encoder, the landing folder and alerts. Empty fields mean "from the environment"."""
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from lvm_pipeline import db
+from lvm_pipeline.alerts import alert_message, write_alert
 from lvm_pipeline.config import settings
 from lvm_pipeline.encoders import SentenceEncoder
 
@@ -52,3 +54,20 @@ class LandingResource(ConfigurableResource):
 
     def resolved_path(self) -> Path:
         return Path(self.path).expanduser().resolve() if self.path else settings().landing_dir
+
+
+class AlertResource(ConfigurableResource):
+    """Where gate alerts go: always the log and a JSON file; Slack too when SLACK_TOKEN is set."""
+
+    directory: str = Field(default="", description="Alert JSON files; empty: $LVM_DATA_DIR/alerts.")
+    slack_channel: str = Field(default="#lvm-oncall", description="Used when SLACK_TOKEN is set (needs dagster-slack).")
+
+    def send(self, status, log) -> Path:
+        path = write_alert(Path(self.directory) if self.directory else settings().data_dir / "alerts", status)
+        log.warning(f"{alert_message(status)} ({path})")
+        if os.environ.get("SLACK_TOKEN"):
+            from dagster_slack import SlackResource
+
+            SlackResource(token=os.environ["SLACK_TOKEN"]).get_client().chat_postMessage(
+                channel=self.slack_channel, text=alert_message(status))
+        return path

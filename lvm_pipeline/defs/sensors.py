@@ -1,16 +1,19 @@
-"""landing_sensor: registers each new or changed landing file as a batch partition and runs it."""
+"""Sensors: landing files -> batch runs; gate results -> alerts and phase reports; passing batches -> ordered_vectors."""
 
+import hashlib
 import json
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
 
+from lvm_pipeline import validation
 from lvm_pipeline.defs.assets import ingestion_assets
 from lvm_pipeline.defs.partitions import batches
-from lvm_pipeline.defs.resources import LandingResource, PostgresResource
+from lvm_pipeline.defs.resources import AlertResource, LandingResource, PostgresResource
+from lvm_pipeline.defs.validated import ordered_vectors, phase_report
 from lvm_pipeline.landing import scan_landing
 
 ingest_batch_job = define_asset_job("ingest_batch", selection=ingestion_assets, partitions_def=batches,
-                                    description="parse -> chunk -> embed one landing batch")
+                                    description="parse -> chunk -> embed -> TMD codes for one landing batch, with its gates")
 
 def _ingested_hashes(database: PostgresResource) -> dict[str, str]:
     """batch id -> content hash of batches fully ingested (by a run or by `lvm-pipeline ingest`)."""
@@ -38,3 +41,33 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource,
         cursor=json.dumps(scan.state),
         skip_reason=None if todo else message,
     )
+
+
+@sensor(asset_selection=[phase_report], minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
+def gate_sensor(context: SensorEvaluationContext, database: PostgresResource, alerts: AlertResource) -> SensorResult:
+    """React to new gate results: alert on every STOP and WARN, and refresh the batch's phase report."""
+    with database.connect() as conn:
+        fresh = validation.gate_results_since(conn, int(context.cursor or 0))
+    if not fresh:
+        return SensorResult(skip_reason="no new gate results")
+    for _, status in fresh:
+        if status.decision != "GO":
+            alerts.send(status, context.log)
+    last_id = fresh[-1][0]
+    batch_ids = sorted({status.batch_id for _, status in fresh})
+    return SensorResult(
+        run_requests=[RunRequest(partition_key=b, run_key=f"phase_report:{b}:{last_id}") for b in batch_ids],
+        cursor=str(last_id),
+    )
+
+
+@sensor(asset_selection=[ordered_vectors], minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+def ordered_vectors_sensor(context: SensorEvaluationContext, database: PostgresResource) -> SensorResult:
+    """Rebuild ordered_vectors whenever the set of passing batches (or their content) changes."""
+    with database.connect() as conn:
+        included = [(v.batch_id, v.content_hash) for v in validation.batch_eligibility(conn) if v.included]
+    key = hashlib.sha256(json.dumps(included).encode()).hexdigest()[:16]
+    if key == context.cursor:
+        return SensorResult(skip_reason=f"the {len(included)} passing batches have not changed")
+    context.log.info(f"{len(included)} passing batches: {', '.join(b for b, _ in included) or 'none'}")
+    return SensorResult(run_requests=[RunRequest(run_key=f"ordered_vectors:{key}")], cursor=key)

@@ -1,0 +1,1 @@
+"""Datasets built from validated batches: the ordered bank and its legacy-compatible exports."""

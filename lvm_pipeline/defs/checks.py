@@ -1,0 +1,46 @@
+"""The STOP/GO gates as asset checks, one per gate of `lvm_pipeline.validation.GATES`.
+
+A STOP of a blocking gate is a failed ERROR check: with blocking=True Dagster skips what depends on
+the asset in the same run. A WARN is a failed WARN check (never blocks). Every result is also
+recorded in PostgreSQL (`gate_result`), which is what decides across runs.
+"""
+
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
+                     MetadataValue, asset_check)
+
+from lvm_pipeline import validation
+from lvm_pipeline.defs.partitions import batches
+from lvm_pipeline.defs.resources import EncoderResource, PostgresResource
+
+
+def check_result(result, blocking: bool) -> AssetCheckResult:
+    """What the UI shows for a gate: pass/fail, severity, figures, thresholds, worst examples."""
+    stop = result.decision == "STOP"
+    return AssetCheckResult(
+        passed=result.decision == "GO",
+        severity=AssetCheckSeverity.ERROR if stop and blocking else AssetCheckSeverity.WARN,
+        description=f"{result.decision}: {result.summary}",
+        metadata={
+            "decision": result.decision,
+            **{name: value for name, value in result.figures.items() if isinstance(value, (int, float))},
+            "thresholds": MetadataValue.json(result.thresholds),
+            "report": MetadataValue.md(result.markdown()),
+        },
+    )
+
+
+def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
+    @asset_check(name=gate.name, asset=gate.asset, blocking=gate.blocking, partitions_def=batches,
+                 description=f"{'blocking ' if gate.blocking else ''}gate {gate.name} (see docs/GATES.md)")
+    def _check(context: AssetCheckExecutionContext, database: PostgresResource,
+               encoder: EncoderResource) -> AssetCheckResult:
+        with database.connect() as conn:
+            result = validation.evaluate_gate(conn, context.partition_key, gate.name,
+                                              encoder.get() if gate.needs_encoder else None,
+                                              run_id=context.run.run_id)
+        return check_result(result, gate.blocking)
+
+    return _check
+
+
+gate_checks = [build_gate_check(gate) for gate in validation.GATES]

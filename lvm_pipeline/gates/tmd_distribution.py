@@ -1,0 +1,59 @@
+"""TMD distribution: a batch's domains must be spread out and mostly known.
+
+Unknown is the explicit code -1 (confidence below threshold), never domain 0 (Science). Shares
+are of all concepts, unknown ones included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from lvm_pipeline.gates.result import GateResult, Rule, above, at_least, below, judge
+
+GATE = "tmd_distribution"
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class TmdDistributionThresholds:
+    go_top_share: float = 0.5  # GO below
+    stop_top_share: float = 0.7  # STOP above
+    go_unknown_share: float = 0.3  # GO below
+    stop_unknown_share: float = 0.5  # STOP above
+    domain_share: float = 0.05  # a domain "counts" above this share
+    go_min_domains: int = 5  # GO with at least this many counting domains
+
+
+def check_tmd_distribution(domain_codes: Sequence[int], domain_names: Sequence[str],
+                           thresholds: TmdDistributionThresholds = TmdDistributionThresholds()) -> GateResult:
+    """Spread of domain codes (0..len(domain_names)-1, or -1 for unknown) over one batch."""
+    t = thresholds
+    codes = np.asarray(domain_codes, dtype=np.int64)
+    if codes.size and (codes.min() < UNKNOWN or codes.max() >= len(domain_names)):
+        raise ValueError(f"domain codes must lie in -1..{len(domain_names) - 1}, "
+                         f"got {codes.min()}..{codes.max()}")
+    counts = np.bincount(codes[codes != UNKNOWN], minlength=len(domain_names))
+    n = int(codes.size)
+    shares = counts / n if n else np.zeros(len(domain_names))
+    top = int(counts.argmax())
+    figures = {
+        "n_concepts": n, "n_unknown": n - int(counts.sum()),
+        "unknown_share": (n - int(counts.sum())) / n if n else None,
+        "top_share": float(shares[top]) if n else None,
+        "n_domains_over_share": int((shares > t.domain_share).sum()),
+    }
+    rules = {
+        "n_concepts": Rule((at_least(1),)),
+        "top_share": Rule((below(t.go_top_share),), above(t.stop_top_share)),
+        "unknown_share": Rule((below(t.go_unknown_share),), above(t.stop_unknown_share)),
+        "n_domains_over_share": Rule((at_least(t.go_min_domains),)),
+    }
+    table = [("unknown", UNKNOWN, figures["n_unknown"])] + [
+        (domain_names[c], c, int(counts[c])) for c in range(len(domain_names))]
+    worst = [{"domain": name, "code": code, "count": count, "share": count / n}
+             for name, code, count in sorted(table, key=lambda row: -row[2]) if count]
+    return judge(GATE, figures, rules, worst=worst, settings={"domain_share": f"> {t.domain_share:g}"},
+                 note=f"top domain {domain_names[top]}" if counts.any() else "no known domain")

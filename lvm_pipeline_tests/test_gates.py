@@ -1,0 +1,249 @@
+"""Gates: decisions on real (encoded demo corpus) and synthetic batches, and the result's JSON/markdown."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from lvm_pipeline.gates import (
+    CoherenceThresholds, GateResult, check_chunk_boundaries, check_coherence, check_data_integrity,
+    check_decoder_baseline, check_directionality, check_tmd_distribution,
+)
+from lvm_pipeline.gates.chunk_boundaries import is_sentence_complete
+from lvm_pipeline.segmentation import segment
+
+DOMAINS = ["Science", "Mathematics", "Technology", "Engineering", "Medicine", "Psychology", "Philosophy",
+           "History", "Literature", "Art", "Economics", "Law", "Politics", "Education", "Environment", "Software"]
+
+
+@pytest.fixture(scope="module")
+def real_batch(encoder, vital_records) -> dict:
+    """Sentence concepts of 60 real articles, ordered (article, seq), with their vectors."""
+    rows = [(r["id"], r["title"], c.text) for r in vital_records for c in segment(r["text"], "sentence")]
+    ids, titles, texts = map(list, zip(*rows))
+    return {"ids": np.array(ids), "titles": titles, "texts": texts, "vectors": encoder.encode(texts)}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# --- coherence -------------------------------------------------------------------------------------
+
+def test_ordered_real_articles_are_coherent(real_batch):
+    b = real_batch
+    result = check_coherence(b["ids"], b["titles"], b["texts"], b["vectors"])
+    assert result.decision in ("GO", "WARN")
+    assert result.figures["gap"] > 0.2
+    assert result.figures["random_mean_cos"] < result.figures["mean_cos"]
+    assert len(result.worst) == 10 and result.worst[0]["cos"] <= result.worst[-1]["cos"]
+
+
+def test_concepts_shuffled_across_articles_stop(real_batch):
+    b = real_batch
+    perm = np.random.default_rng(1).permutation(len(b["texts"]))
+    result = check_coherence(b["ids"], b["titles"], [b["texts"][i] for i in perm], b["vectors"][perm])
+    assert result.decision == "STOP"
+    assert result.status["gap"] == "STOP"
+
+
+def test_shuffle_stops_even_when_the_encoders_baseline_is_high():
+    rng = np.random.default_rng(0)
+    vectors = _unit(3.0 + rng.normal(size=(200, 32)))  # every pair has cos ~0.9: absolute figures say GO
+    ids = np.repeat(np.arange(40), 5)
+    result = check_coherence(ids, [str(i) for i in ids], ["x"] * 200, vectors)
+    assert result.status["mean_cos"] == "GO" and result.status["gap"] == "STOP"
+    assert result.decision == "STOP"
+
+
+def test_coherence_thresholds_are_configurable(real_batch):
+    b = real_batch
+    strict = CoherenceThresholds(go_mean=0.95, stop_mean=0.9)
+    assert check_coherence(b["ids"], b["titles"], b["texts"], b["vectors"], thresholds=strict).decision == "STOP"
+
+
+# --- data integrity --------------------------------------------------------------------------------
+
+def _clean_integrity(n: int = 20, dim: int = 8) -> dict:
+    vectors = _unit(np.random.default_rng(0).normal(size=(n, dim)))
+    return {"cpe_ids": [f"c{i}" for i in range(n)], "texts": [f"Sentence {i}." for i in range(n)],
+            "vectors": vectors, "n_concepts": n, "n_vectors": n, "expected_dim": dim,
+            "encoder_fingerprints": {"abc"}}
+
+
+def _nan_vector(a):
+    a["vectors"][3] = np.nan
+
+
+def _wrong_dim(a):
+    a["vectors"] = np.hstack([a["vectors"], np.zeros((len(a["vectors"]), 1))])
+
+
+def _non_unit(a):
+    a["vectors"][5] *= 1.01
+
+
+def _missing_vectors(a):
+    a["n_vectors"] -= 1
+
+
+def _duplicate_id(a):
+    a["cpe_ids"][7] = a["cpe_ids"][2]
+
+
+def _empty_text(a):
+    a["texts"][4] = "  \n"
+
+
+def _two_fingerprints(a):
+    a["encoder_fingerprints"] = ["abc", "def"]
+
+
+@pytest.mark.parametrize("breaks, figure", [
+    (_nan_vector, "n_non_finite"), (_wrong_dim, "dim"), (_non_unit, "n_bad_norm"),
+    (_missing_vectors, "coverage"), (_duplicate_id, "n_duplicate_ids"), (_empty_text, "n_empty_text"),
+    (_two_fingerprints, "n_fingerprints"),
+])
+def test_each_integrity_violation_stops(breaks, figure):
+    args = _clean_integrity()
+    breaks(args)
+    result = check_data_integrity(**args)
+    assert result.decision == "STOP" and not result.passed
+    assert [name for name, s in result.status.items() if s == "STOP"] == [figure]
+
+
+def test_clean_integrity_goes_and_offending_rows_are_shown():
+    assert check_data_integrity(**_clean_integrity()).decision == "GO"
+    args = _clean_integrity()
+    _nan_vector(args)
+    _empty_text(args)
+    worst = check_data_integrity(**args).worst
+    assert [(w["cpe_id"], w["problem"]) for w in worst] == [("c3", "non-finite vector"), ("c4", "empty text")]
+
+
+# --- chunk boundaries ------------------------------------------------------------------------------
+
+def test_sentence_complete_endings():
+    assert all(map(is_sentence_complete, ["A cat.", "Really?", 'He said "no."', "(See above.)", "Wait… "]))
+    assert not any(map(is_sentence_complete, ["A list:", "and then", "Figure 3"]))
+
+
+def _chunk(chars: int, end: str = ".") -> str:
+    return ("word " * chars)[: chars - 1] + end
+
+
+def test_chunk_boundaries_thresholds():
+    assert check_chunk_boundaries([_chunk(300)] * 10).decision == "GO"
+    assert check_chunk_boundaries([_chunk(130)] * 10).decision == "WARN"  # sentence mode: length only
+    assert check_chunk_boundaries([_chunk(300)] * 9 + [_chunk(1200)]).status["n_long"] == "WARN"
+    incomplete = check_chunk_boundaries([_chunk(300)] * 6 + [_chunk(300, ",")] * 4)
+    assert incomplete.decision == "WARN" and incomplete.status["complete_share"] == "WARN"
+    broken = check_chunk_boundaries([_chunk(300)] * 4 + [_chunk(300, ",")] * 6, titles=["T"] * 10)
+    assert broken.decision == "STOP"
+    assert broken.worst[0]["problem"] == "incomplete ending" and broken.worst[0]["title"] == "T"
+
+
+def test_real_sentence_chunks_do_not_stop(real_batch):
+    result = check_chunk_boundaries(real_batch["texts"])
+    assert result.decision == "WARN" and result.status["complete_share"] == "GO"
+
+
+# --- TMD distribution ------------------------------------------------------------------------------
+
+def test_tmd_distribution_decisions():
+    balanced = np.tile(np.arange(8), 25)
+    assert check_tmd_distribution(balanced, DOMAINS).decision == "GO"
+    assert check_tmd_distribution(np.full(100, 7), DOMAINS).decision == "STOP"
+    unknown = check_tmd_distribution(np.r_[np.full(60, -1), np.arange(40) % 8], DOMAINS)
+    assert unknown.decision == "STOP" and unknown.status["unknown_share"] == "STOP"
+    skewed = check_tmd_distribution(np.r_[np.full(60, 2), np.arange(40) % 8], DOMAINS)
+    assert skewed.decision == "WARN" and skewed.worst[0] == {"domain": "Technology", "code": 2, "count": 65,
+                                                             "share": 0.65}
+    with pytest.raises(ValueError):
+        check_tmd_distribution([16], DOMAINS)
+
+
+# --- directionality --------------------------------------------------------------------------------
+
+def _drifting_articles(n_articles: int = 30, length: int = 8, reverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Random walks whose steps shrink along each article: later neighbours are more alike."""
+    rng = np.random.default_rng(0)
+    articles = []
+    for _ in range(n_articles):
+        steps = rng.normal(size=(length, 64)) * np.linspace(1.5, 0.2, length)[:, None]
+        walk = np.cumsum(steps, axis=0) + rng.normal(size=64)
+        articles.append(walk[::-1] if reverse else walk)
+    return np.repeat(np.arange(n_articles), length), _unit(np.concatenate(articles))
+
+
+def test_directionality_forward_drift_goes_and_reversed_warns():
+    forward = check_directionality(*_drifting_articles())
+    assert forward.decision == "GO"
+    assert forward.figures["forward_k1"] > forward.figures["backward_k1"]
+    assert {f"delta_k{k}" for k in (1, 2, 3)} <= forward.figures.keys()
+    backward = check_directionality(*_drifting_articles(reverse=True))
+    assert backward.decision == "WARN" and backward.figures["delta_k1"] < 0
+    assert backward.worst[0]["delta_k1"] < 0
+
+
+def test_directionality_compares_the_same_centres_within_articles():
+    ids = np.array([0, 0, 0, 1, 1, 1, 1])  # centres k=1: rows 1, 4, 5; k=2: none
+    result = check_directionality(ids, _unit(np.random.default_rng(0).normal(size=(7, 4))))
+    assert result.figures["n_k1"] == 3 and result.figures["n_k2"] == 0
+    assert result.figures["delta_k2"] is None and result.decision != "STOP"
+
+
+# --- decoder baseline ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def decoder_queries(encoder, real_batch) -> dict:
+    sample = np.random.default_rng(0).choice(len(real_batch["texts"]), size=40, replace=False)
+    started = time.perf_counter()
+    queries = encoder.encode([real_batch["texts"][i] for i in sample])
+    return {"index": sample, "vectors": queries, "latency_s": time.perf_counter() - started}
+
+
+def test_decoder_round_trip_of_aligned_vectors_goes(real_batch, decoder_queries):
+    q = decoder_queries
+    result = check_decoder_baseline(real_batch["texts"], real_batch["vectors"], q["vectors"], q["latency_s"],
+                                    query_index=q["index"])
+    assert result.decision == "GO"
+    assert result.figures["exact_match"] >= 0.95 and result.figures["mean_cos"] > 0.99
+    assert result.figures["loo_exact_match"] < 0.2 and result.figures["loo_mean_cos"] < result.figures["mean_cos"]
+
+
+def test_decoder_catches_vectors_misaligned_with_texts(real_batch, decoder_queries):
+    q = decoder_queries
+    rolled = np.roll(real_batch["vectors"], 1, axis=0)
+    result = check_decoder_baseline(real_batch["texts"], rolled, q["vectors"], q["latency_s"], query_index=q["index"])
+    assert result.decision == "WARN" and result.figures["exact_match"] < 0.1
+    assert result.status["bleu4"] == "WARN"
+    assert len(result.worst) == 10 and result.worst[0]["source"] != result.worst[0]["decoded"]
+
+
+# --- the result type -------------------------------------------------------------------------------
+
+def _every_gate() -> list[GateResult]:
+    ids, vectors = _drifting_articles(n_articles=5, length=6)
+    texts = [f"Concept {i} of its article." for i in range(len(ids))]
+    titles = [f"Article {a}" for a in ids]
+    return [
+        check_data_integrity(list(map(str, range(len(ids)))), texts, vectors, len(ids), len(ids), 64, ["fp"]),
+        check_coherence(ids, titles, texts, vectors),
+        check_chunk_boundaries(texts, titles),
+        check_tmd_distribution(np.r_[ids, -1], DOMAINS),
+        check_directionality(ids, vectors),
+        check_decoder_baseline(texts, vectors, vectors[:4], 0.01, query_index=range(4)),
+    ]
+
+
+@pytest.mark.parametrize("result", _every_gate(), ids=lambda r: r.gate)
+def test_result_serialises_and_reads(result):
+    assert json.loads(json.dumps(result.to_json(), allow_nan=False)) == result.to_json()
+    text = result.markdown()
+    assert result.summary in text and result.decision in text
+    assert all(f"| {name} |" in text for name in result.figures)
+    assert result.passed == (result.decision != "STOP")
