@@ -16,6 +16,7 @@ from lvm_pipeline import db
 from lvm_pipeline.config import settings
 
 log = logging.getLogger("lvm_pipeline")
+QUIET_LOGS = {"console": {"config": {"log_level": "INFO"}}}  # runs started here print INFO, not every step event
 
 
 def prepare_dagster_env() -> None:
@@ -87,8 +88,7 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
         result = materialize(
             [*ingestion_assets, *gate_checks], partition_key=key, instance=instance, resources=resources(),
             run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
-                                      "concept_chunks": ConceptChunksConfig(mode=mode)},
-                                 loggers={"console": {"config": {"log_level": "INFO"}}}),
+                                      "concept_chunks": ConceptChunksConfig(mode=mode)}, loggers=QUIET_LOGS),
             raise_on_error=False, tags={"lvm/launched_by": "cli"},
         )
         gates = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -130,14 +130,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_ordered_vectors() -> None:
     """Materialize ordered_vectors now (the sensor does it when the daemon runs)."""
-    from dagster import DagsterInstance, materialize
+    from dagster import DagsterInstance, RunConfig, materialize
 
     from lvm_pipeline.defs import resources
     from lvm_pipeline.defs.validated import ordered_vectors
 
     prepare_dagster_env()
     result = materialize([ordered_vectors], instance=DagsterInstance.get(), resources=resources(),
-                         tags={"lvm/launched_by": "cli"})
+                         run_config=RunConfig(loggers=QUIET_LOGS), tags={"lvm/launched_by": "cli"})
     meta = result.asset_materializations_for_node("ordered_vectors")[0].metadata
     print(f"ordered_vectors: {meta['concepts'].value} concepts from {meta['batches_included'].value} batches "
           f"({meta['batches_left_out'].value} left out) -> {meta['npz'].value}")
@@ -180,7 +180,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
     for batch_id, verdict in verdicts.items():
         if args.batch and batch_id != args.batch:
             continue
-        print(f"{batch_id}: {'IN' if verdict.included else 'OUT'} of training data ({verdict.reason})")
+        print(f"{batch_id}: {'included in' if verdict.included else 'LEFT OUT of'} training data ({verdict.reason})")
         for s in (s for s in statuses if s.batch_id == batch_id):
             stale = "" if s.current else "  [stale: the file changed since]"
             print(f"  {s.decision:<4} {s.gate:<17} {'blocking ' if s.blocking else 'warn-only'}  {s.summary}{stale}")

@@ -85,8 +85,8 @@ def test_sentences_shuffled_across_articles_stop_coherence_and_stay_out_of_the_b
 
     assert cli.main(["gates"]) == 0
     out = capsys.readouterr().out
-    assert "shuffled.jsonl: OUT of training data (STOP: coherence" in out
-    assert "good.jsonl: IN of training data" in out
+    assert "shuffled.jsonl: LEFT OUT of training data (STOP: coherence" in out
+    assert "good.jsonl: included in training data" in out
 
 
 def test_a_single_domain_batch_stops_on_tmd_distribution(database_url, dagster_instance):

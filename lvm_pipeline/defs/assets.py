@@ -13,6 +13,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from lvm_pipeline import ingest
+from lvm_pipeline.config import settings
 from lvm_pipeline.db.store import EncoderMismatchError
 from lvm_pipeline.markdown import md_table
 from lvm_pipeline.defs.partitions import batches
@@ -114,7 +115,8 @@ class TmdConfig(Config):
 def tmd_codes(context: AssetExecutionContext, config: TmdConfig, encoder: EncoderResource,
               database: PostgresResource) -> MaterializeResult:
     """Domain (per article), task and modifier (per concept) codes with confidences; unknown is explicit (-1)."""
-    options = {"base_url": config.llm_base_url, "model": config.llm_model} if config.assigner == "llm" else {}
+    options = ({"base_url": config.llm_base_url, "model": config.llm_model,
+                "cache_dir": settings().data_dir / "llm_cache"} if config.assigner == "llm" else {})
     assigner = assigner_from_config(config.assigner, encoder.get(), **options)
     with database.connect() as conn:
         report = ingest.assign_tmd(conn, context.partition_key, assigner)

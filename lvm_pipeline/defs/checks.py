@@ -5,8 +5,11 @@ the asset in the same run. A WARN is a failed WARN check (never blocks). Every r
 recorded in PostgreSQL (`gate_result`), which is what decides across runs.
 """
 
+import warnings
+
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
                      MetadataValue, asset_check)
+from dagster._utils.warnings import PreviewWarning
 
 from lvm_pipeline import validation
 from lvm_pipeline.defs.partitions import batches
@@ -43,4 +46,6 @@ def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
     return _check
 
 
-gate_checks = [build_gate_check(gate) for gate in validation.GATES]
+with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.13: we rely on it knowingly
+    warnings.simplefilter("ignore", PreviewWarning)
+    gate_checks = [build_gate_check(gate) for gate in validation.GATES]
