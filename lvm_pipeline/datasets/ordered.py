@@ -6,7 +6,6 @@ never by row id (the predecessor's tool ordered by row id and measured nothing).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pgvector.psycopg2 import register_vector
 
 
 @dataclass
@@ -36,6 +36,7 @@ class BatchConcepts:
 
 
 def load_batch(conn, batch_id: str) -> BatchConcepts:
+    register_vector(conn)  # vectors arrive as numpy arrays (binary), not text
     with conn.cursor() as cur:
         cur.execute("SELECT content_hash FROM batch WHERE batch_id = %s", (batch_id,))
         row = cur.fetchone()
@@ -45,7 +46,7 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
         encoders = cur.fetchall()
         cur.execute(
             """SELECT e.cpe_id::text, e.article_id, e.article_title, e.concept_text, e.seq_in_article,
-                      coalesce(e.domain_code, -2), v.concept_vec::text, coalesce(e.tmd_bits, -1)
+                      coalesce(e.domain_code, -2), v.concept_vec, coalesce(e.tmd_bits, -1)
                FROM cpe_entry e JOIN article a USING (article_id)
                LEFT JOIN cpe_vector v USING (cpe_id)
                WHERE e.batch_id = %s ORDER BY a.ord, e.seq_in_article""",
@@ -56,7 +57,7 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
     vectors = np.full((len(rows), dimension), np.nan, dtype=np.float32)
     for i, r in enumerate(rows):
         if r[6] is not None:
-            vectors[i] = np.asarray(json.loads(r[6]), dtype=np.float32)[:dimension]
+            vectors[i] = r[6].to_numpy()
     return BatchConcepts(
         batch_id=batch_id, content_hash=row[0],
         cpe_ids=[r[0] for r in rows], article_ids=[r[1] for r in rows], titles=[r[2] for r in rows],
