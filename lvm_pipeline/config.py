@@ -6,6 +6,7 @@
 | LVM_DATABASE_URL     | unset: the embedded server       | an external PostgreSQL with pgvector            |
 | LVM_ENCODER          | packaged all-MiniLM-L6-v2        | a sentence-transformers model name or path      |
 | DAGSTER_PG_URL       | derived from the database above  | Dagster's instance storage (see dagster.yaml)   |
+| LVM_VEC2TEXT_INVERSION, LVM_VEC2TEXT_CORRECTOR | unset | local vec2text weights: decoder_baseline adds a vec2text round trip |
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Settings:
     data_dir: Path
     database_url: str | None
     encoder: str
+    vec2text_dirs: tuple[str, str] | None  # (inversion, corrector) weight directories
 
     @property
     def landing_dir(self) -> Path:
@@ -48,4 +50,10 @@ def settings() -> Settings:
         data_dir=Path(os.environ.get("LVM_DATA_DIR", "data")).expanduser().resolve(),
         database_url=os.environ.get("LVM_DATABASE_URL") or None,
         encoder=os.environ.get("LVM_ENCODER") or DEFAULT_ENCODER,
+        vec2text_dirs=_vec2text_dirs(),
     )
+
+
+def _vec2text_dirs() -> tuple[str, str] | None:
+    inversion, corrector = os.environ.get("LVM_VEC2TEXT_INVERSION"), os.environ.get("LVM_VEC2TEXT_CORRECTOR")
+    return (inversion, corrector) if inversion and corrector else None

@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable
 
 import numpy as np
 from psycopg2 import sql
 
+from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.ordered import BatchConcepts, load_batch
+from lvm_pipeline.decoders import Vec2TextInverter, check_invertible
 from lvm_pipeline.encoders import SentenceEncoder
-from lvm_pipeline.gates import (GateResult, check_chunk_boundaries, check_coherence, check_data_integrity,
+from lvm_pipeline.gates import (GateResult, Inversion, check_chunk_boundaries, check_coherence, check_data_integrity,
                                 check_decoder_baseline, check_directionality, check_tmd_distribution)
 from lvm_pipeline.tmd.schema import DOMAINS
 
 DECODER_SAMPLE = 200  # concepts re-encoded for the decoder round trip
+VEC2TEXT_SAMPLE = 32  # of those, inverted with vec2text (slow: 20 correction steps each)
 
 
 def _decoder(batch: BatchConcepts, encoder: SentenceEncoder | None) -> GateResult:
@@ -34,7 +37,26 @@ def _decoder(batch: BatchConcepts, encoder: SentenceEncoder | None) -> GateResul
     queries = encoder.encode([batch.texts[i] for i in sample])
     latency = time.perf_counter() - started  # for all queries: the gate divides
     # the bank is the whole batch; the sampled texts are looked up in it
-    return check_decoder_baseline(batch.texts, batch.vectors, queries, latency, query_index=sample)
+    return check_decoder_baseline(batch.texts, batch.vectors, queries, latency, query_index=sample,
+                                  inversion=_vec2text_round_trip(batch, sample[:VEC2TEXT_SAMPLE], encoder))
+
+
+def _vec2text_round_trip(batch: BatchConcepts, sample: np.ndarray, encoder: SentenceEncoder) -> Inversion | None:
+    """vec2text's texts for some stored vectors, re-encoded, when local vec2text weights are configured."""
+    dirs = settings().vec2text_dirs
+    if dirs is None:
+        return None
+    stored = batch.vectors[sample]
+    check_invertible(stored)  # before loading weights: a 384-D bank cannot be inverted
+    started = time.perf_counter()
+    inverted = _vec2text(*dirs).invert(stored)
+    latency = time.perf_counter() - started
+    return Inversion(index=sample, inverted=inverted, vectors=encoder.encode(inverted), latency_s=latency)
+
+
+@lru_cache(maxsize=1)
+def _vec2text(inversion_dir: str, corrector_dir: str) -> Vec2TextInverter:
+    return Vec2TextInverter(inversion_dir, corrector_dir)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lvm_pipeline.gates import (
-    CoherenceThresholds, GateResult, check_chunk_boundaries, check_coherence, check_data_integrity,
+    CoherenceThresholds, GateResult, Inversion, check_chunk_boundaries, check_coherence, check_data_integrity,
     check_decoder_baseline, check_directionality, check_tmd_distribution,
 )
 from lvm_pipeline.gates.chunk_boundaries import is_sentence_complete
@@ -222,6 +222,22 @@ def test_decoder_catches_vectors_misaligned_with_texts(real_batch, decoder_queri
     assert result.decision == "WARN" and result.figures["exact_match"] < 0.1
     assert result.status["bleu4"] == "WARN"
     assert len(result.worst) == 10 and result.worst[0]["source"] != result.worst[0]["decoded"]
+
+
+def test_a_vec2text_inversion_is_graded_like_retrieval(encoder, real_batch, decoder_queries):
+    """vec2text cannot run here (no weights); its output is graded from texts and their re-encodings."""
+    q, texts, stored = decoder_queries, real_batch["texts"], real_batch["vectors"]
+    index = q["index"][:10]
+    faithful = [texts[i] for i in index]  # an inversion that got every text back
+    good = check_decoder_baseline(texts, stored, q["vectors"], q["latency_s"], query_index=q["index"],
+                                  inversion=Inversion(index, faithful, encoder.encode(faithful), 2.0))
+    assert good.decision == "GO" and good.figures["v2t_bleu4"] == 1.0 and good.figures["v2t_mean_cos"] > 0.99
+    assert good.figures["v2t_ms_per_query"] == pytest.approx(200.0)
+    garbled = ["the of and a in to is was " * 3 for _ in index]
+    bad = check_decoder_baseline(texts, stored, q["vectors"], q["latency_s"], query_index=q["index"],
+                                 inversion=Inversion(index, garbled, encoder.encode(garbled), 2.0))
+    assert bad.decision == "WARN" and bad.status["v2t_bleu4"] == "WARN" and bad.status["v2t_mean_cos"] == "WARN"
+    assert bad.status["bleu4"] == "GO"  # retrieval itself is still fine
 
 
 # --- the result type -------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ that sits next to the wrong text (vectors misaligned with their texts) decodes t
 BLEU is sacrebleu's sentence BLEU (exp smoothing, effective order, 13a tokens) of the decoded text
 against the source text, averaged over queries, on a 0-1 scale. The leave-one-out figures decode to
 the nearest OTHER concept: how close the bank's neighbours are (bank density), for information only.
+With an `Inversion` (vec2text's texts for some stored vectors, re-encoded by the caller) the same
+figures are measured for vec2text (`v2t_` prefix) and held to the same thresholds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,16 @@ _BLEU4 = BLEU(max_ngram_order=4, effective_order=True)
 
 
 @dataclass(frozen=True)
+class Inversion:
+    """vec2text output: the stored vector of `texts[index[i]]` was inverted to `inverted[i]`, re-encoded as `vectors[i]`."""
+
+    index: np.ndarray
+    inverted: list[str]
+    vectors: np.ndarray
+    latency_s: float
+
+
+@dataclass(frozen=True)
 class DecoderBaselineThresholds:
     go_bleu4: float = 0.15  # mean sentence BLEU-4 (0-1); WARN below
     go_cos: float = 0.7  # mean cos(query, decoded stored vector); WARN below
@@ -36,6 +48,7 @@ class DecoderBaselineThresholds:
 
 def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, query_vectors: np.ndarray,
                            latency_s: float, query_index: Sequence[int] | None = None,
+                           inversion: Inversion | None = None,
                            thresholds: DecoderBaselineThresholds = DecoderBaselineThresholds()) -> GateResult:
     """Round trip of the queries through a bank of `stored_vectors` labelled by `texts`.
 
@@ -55,10 +68,10 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
     _, neighbours = index.search(queries, min(2, len(stored)))
     search_s = time.perf_counter() - started
     nearest = neighbours[:, 0]
-    decoded = _round_trip(texts, stored, queries, source, nearest)
+    decoded = _retrieval(texts, stored, queries, source, nearest)
     has_other = len(stored) > 1  # the nearest OTHER concept needs a second one
     other = np.where(nearest == source, neighbours[:, -1], nearest)[: len(queries) * has_other]
-    left_out = _round_trip(texts, stored, queries[: len(other)], source[: len(other)], other)
+    left_out = _retrieval(texts, stored, queries[: len(other)], source[: len(other)], other)
     n = len(queries)
     figures = {
         "n_bank": len(stored), "n_queries": n,
@@ -69,6 +82,12 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
     }
     rules = {"n_queries": Rule((at_least(1),)), "bleu4": Rule((at_least(thresholds.go_bleu4),)),
              "mean_cos": Rule((at_least(thresholds.go_cos),))}
+    if inversion is not None:
+        references = [texts[i] for i in np.asarray(inversion.index).tolist()]
+        scores = _scores(inversion.inverted, references, inversion.vectors, stored[np.asarray(inversion.index)])
+        figures |= {"v2t_n": len(references), **{f"v2t_{k}": mean_or_none(v) for k, v in scores.items()},
+                    "v2t_ms_per_query": 1000 * inversion.latency_s / len(references) if references else None}
+        rules |= {"v2t_bleu4": Rule((at_least(thresholds.go_bleu4),)), "v2t_mean_cos": Rule((at_least(thresholds.go_cos),))}
     return judge(GATE, figures, rules, worst=_worst(texts, source, nearest, decoded),
                  settings={"bleu": "sacrebleu sentence BLEU, averaged, 0-1"},
                  note=_note(figures, thresholds))
@@ -84,13 +103,18 @@ def _note(figures: dict, t: DecoderBaselineThresholds) -> str:
     return note
 
 
-def _round_trip(texts: Sequence[str], stored: np.ndarray, queries: np.ndarray, source: np.ndarray,
-                decoded: np.ndarray) -> dict[str, np.ndarray]:
-    """Per query: exact text match, cos(query, decoded stored vector), BLEU-1 and BLEU-4."""
-    pairs = [(texts[d], texts[s]) for d, s in zip(decoded.tolist(), source.tolist())]
+def _retrieval(texts: Sequence[str], stored: np.ndarray, queries: np.ndarray, source: np.ndarray,
+               decoded: np.ndarray) -> dict[str, np.ndarray]:
+    """Per query: scores of the decoded stored concept against the query's own concept."""
+    return _scores([texts[d] for d in decoded.tolist()], [texts[s] for s in source.tolist()], queries, stored[decoded])
+
+
+def _scores(hypotheses: Sequence[str], references: Sequence[str], a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Per pair: exact text match, cos(a, b), BLEU-1 and BLEU-4 of hypothesis against reference."""
+    pairs = list(zip(hypotheses, references))
     return {
         "exact_match": np.array([hyp == ref for hyp, ref in pairs], dtype=np.float64),
-        "mean_cos": np.einsum("nd,nd->n", unit_rows(queries), unit_rows(stored[decoded])),
+        "mean_cos": np.einsum("nd,nd->n", unit_rows(a), unit_rows(b)),
         "bleu1": np.array([_bleu(_BLEU1, hyp, ref) for hyp, ref in pairs]),
         "bleu4": np.array([_bleu(_BLEU4, hyp, ref) for hyp, ref in pairs]),
     }
