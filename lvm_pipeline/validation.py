@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from psycopg2 import sql
@@ -20,15 +20,18 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.ordered import BatchConcepts, load_batch
 from lvm_pipeline.decoders import Vec2TextInverter, check_invertible
 from lvm_pipeline.encoders import SentenceEncoder
-from lvm_pipeline.gates import (GateResult, Inversion, check_chunk_boundaries, check_coherence, check_data_integrity,
-                                check_decoder_baseline, check_directionality, check_tmd_distribution)
+from lvm_pipeline.gates import (ChunkBoundaryThresholds, CoherenceThresholds, DataIntegrityThresholds,
+                                DecoderBaselineThresholds, DirectionalityThresholds, GateResult, Inversion,
+                                TmdDistributionThresholds, check_chunk_boundaries, check_coherence,
+                                check_data_integrity, check_decoder_baseline, check_directionality,
+                                check_tmd_distribution)
 from lvm_pipeline.tmd.schema import DOMAINS
 
 DECODER_SAMPLE = 200  # concepts re-encoded for the decoder round trip
 VEC2TEXT_SAMPLE = 32  # of those, inverted with vec2text (slow: 20 correction steps each)
 
 
-def _decoder(batch: BatchConcepts, encoder: SentenceEncoder | None) -> GateResult:
+def _decoder(batch: BatchConcepts, encoder: SentenceEncoder | None, t: DecoderBaselineThresholds) -> GateResult:
     if encoder is None:
         raise ValueError("decoder_baseline needs the encoder")
     rng = np.random.default_rng(0)
@@ -38,7 +41,7 @@ def _decoder(batch: BatchConcepts, encoder: SentenceEncoder | None) -> GateResul
     latency = time.perf_counter() - started  # for all queries: the gate divides
     # the bank is the whole batch; the sampled texts are looked up in it
     return check_decoder_baseline(batch.texts, batch.vectors, queries, latency, query_index=sample,
-                                  inversion=_vec2text_round_trip(batch, sample[:VEC2TEXT_SAMPLE], encoder))
+                                  inversion=_vec2text_round_trip(batch, sample[:VEC2TEXT_SAMPLE], encoder), thresholds=t)
 
 
 def _vec2text_round_trip(batch: BatchConcepts, sample: np.ndarray, encoder: SentenceEncoder) -> Inversion | None:
@@ -64,30 +67,34 @@ class Gate:
     name: str
     asset: str  # the asset the check is attached to
     blocking: bool  # a STOP keeps the batch out of training data
-    run: Callable[[BatchConcepts, SentenceEncoder | None], GateResult]
+    thresholds: type  # the gate's thresholds dataclass; its defaults are DESIGN.md section 6's
+    run: Callable[[BatchConcepts, SentenceEncoder | None, Any], GateResult]  # (batch, encoder, thresholds)
     needs_encoder: bool = False
 
 
 GATES: tuple[Gate, ...] = (
-    Gate("data_integrity", "concept_vectors", True, lambda b, _: check_data_integrity(
+    Gate("data_integrity", "concept_vectors", True, DataIntegrityThresholds, lambda b, _, t: check_data_integrity(
         b.cpe_ids, b.texts, b.vectors, n_concepts=len(b.texts), n_vectors=b.n_vectors,
-        expected_dim=b.dimension, encoder_fingerprints=b.fingerprints)),
-    Gate("coherence", "concept_vectors", True, lambda b, _: check_coherence(b.article_ids, b.titles, b.texts, b.vectors)),
-    Gate("chunk_boundaries", "concept_chunks", True, lambda b, _: check_chunk_boundaries(b.texts)),
-    Gate("tmd_distribution", "tmd_codes", True, lambda b, _: check_tmd_distribution(
-        np.where(b.domain_codes < -1, -1, b.domain_codes), [d.name for d in DOMAINS])),
-    Gate("directionality", "concept_vectors", False, lambda b, _: check_directionality(b.article_ids, b.vectors)),
-    Gate("decoder_baseline", "concept_vectors", False, _decoder, needs_encoder=True),
+        expected_dim=b.dimension, encoder_fingerprints=b.fingerprints, thresholds=t)),
+    Gate("coherence", "concept_vectors", True, CoherenceThresholds,
+         lambda b, _, t: check_coherence(b.article_ids, b.titles, b.texts, b.vectors, thresholds=t)),
+    Gate("chunk_boundaries", "concept_chunks", True, ChunkBoundaryThresholds,
+         lambda b, _, t: check_chunk_boundaries(b.texts, b.titles, thresholds=t)),
+    Gate("tmd_distribution", "tmd_codes", True, TmdDistributionThresholds, lambda b, _, t: check_tmd_distribution(
+        np.where(b.domain_codes < -1, -1, b.domain_codes), [d.name for d in DOMAINS], thresholds=t)),
+    Gate("directionality", "concept_vectors", False, DirectionalityThresholds,
+         lambda b, _, t: check_directionality(b.article_ids, b.vectors, thresholds=t)),
+    Gate("decoder_baseline", "concept_vectors", False, DecoderBaselineThresholds, _decoder, needs_encoder=True),
 )
 GATES_BY_NAME = {g.name: g for g in GATES}
 
 
 def evaluate_gate(conn, batch_id: str, gate_name: str, encoder: SentenceEncoder | None = None,
-                  run_id: str | None = None, batch: BatchConcepts | None = None) -> GateResult:
-    """Run one gate on one batch and record the result."""
+                  run_id: str | None = None, thresholds: Any = None) -> GateResult:
+    """Run one gate on one batch (default thresholds unless given) and record the result."""
     gate = GATES_BY_NAME[gate_name]
-    batch = batch or load_batch(conn, batch_id)
-    result = gate.run(batch, encoder)
+    batch = load_batch(conn, batch_id)
+    result = gate.run(batch, encoder, thresholds or gate.thresholds())
     with conn, conn.cursor() as cur:
         cur.execute(
             """INSERT INTO gate_result (batch_id, content_hash, gate, decision, blocking, summary, figures,

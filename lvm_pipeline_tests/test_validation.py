@@ -25,12 +25,12 @@ def landing() -> Path:
     return Path(os.environ["LVM_DATA_DIR"]) / "landing"
 
 
-def run_batch(instance, name: str, records: list[dict], mode: str = "packed"):
+def run_batch(instance, name: str, records: list[dict], mode: str = "packed", ops: dict | None = None):
     write_jsonl(landing() / name, records)
     instance.add_dynamic_partitions(batches.name, [name])
     return materialize([*ingestion_assets, *gate_checks], partition_key=name, instance=instance,
                        resources=resources(), raise_on_error=False,
-                       run_config=RunConfig(ops={"concept_chunks": ConceptChunksConfig(mode=mode)}))
+                       run_config=RunConfig(ops={"concept_chunks": ConceptChunksConfig(mode=mode), **(ops or {})}))
 
 
 def shuffled_across_articles(records: list[dict]) -> list[dict]:
@@ -97,6 +97,16 @@ def test_a_single_domain_batch_stops_on_tmd_distribution(database_url, dagster_i
     tmd = checks(result)["tmd_distribution"]
     assert tmd.metadata["decision"].value == "STOP", tmd.description
     assert not result.success
+
+
+def test_thresholds_are_set_per_run(database_url, dagster_instance, conn, vital_records):
+    strict = {"concept_vectors_coherence": {"config": {"stop_mean": 0.95, "go_mean": 0.97}}}
+    result = run_batch(dagster_instance, "strict.jsonl", vital_records[:40], ops=strict)
+    coherence = checks(result)["coherence"]
+    assert coherence.metadata["decision"].value == "STOP" and not result.success
+    with conn.cursor() as cur:  # the thresholds it was held to are recorded with the result
+        cur.execute("SELECT thresholds FROM gate_result WHERE batch_id = 'strict.jsonl' AND gate = 'coherence'")
+        assert "0.95" in str(cur.fetchone()[0])
 
 
 def test_warn_does_not_block(database_url, dagster_instance, conn, vital_records):

@@ -5,10 +5,14 @@ the asset in the same run. A WARN is a failed WARN check (never blocks). Every r
 recorded in PostgreSQL (`gate_result`), which is what decides across runs.
 """
 
+import dataclasses
+import typing
 import warnings
 
+import pydantic
+
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
-                     MetadataValue, asset_check)
+                     Config, MetadataValue, asset_check)
 from dagster._utils.warnings import PreviewWarning
 
 from lvm_pipeline import validation
@@ -32,15 +36,25 @@ def check_result(result, blocking: bool) -> AssetCheckResult:
     )
 
 
+def thresholds_config(gate: validation.Gate) -> type[Config]:
+    """A Dagster Config class with the gate's thresholds as fields: set them per run in the launchpad."""
+    types = typing.get_type_hints(gate.thresholds)
+    fields = {f.name: (types[f.name], f.default) for f in dataclasses.fields(gate.thresholds)}
+    return pydantic.create_model(f"{gate.thresholds.__name__}Config", __base__=Config, **fields)
+
+
 def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
+    config_class = thresholds_config(gate)
+
     @asset_check(name=gate.name, asset=gate.asset, blocking=gate.blocking, partitions_def=batches,
                  description=f"{'blocking ' if gate.blocking else ''}gate {gate.name} (see docs/GATES.md)")
-    def _check(context: AssetCheckExecutionContext, database: PostgresResource,
+    def _check(context: AssetCheckExecutionContext, config: config_class, database: PostgresResource,
                encoder: EncoderResource) -> AssetCheckResult:
         with database.connect() as conn:
             result = validation.evaluate_gate(conn, context.partition_key, gate.name,
                                               encoder.get() if gate.needs_encoder else None,
-                                              run_id=context.run.run_id)
+                                              run_id=context.run.run_id,
+                                              thresholds=gate.thresholds(**config.model_dump()))
         return check_result(result, gate.blocking)
 
     return _check
