@@ -52,12 +52,15 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 # -- demo data --------------------------------------------------------------------------------
-def cmd_demo_data(args: argparse.Namespace) -> int:
+def write_demo(args: argparse.Namespace) -> list[Path]:
     from lvm_pipeline.sources.vital_articles import write_demo_batches
 
-    paths = write_demo_batches(args.landing or settings().landing_dir, n_batches=args.batches,
-                               limit=args.limit, fmt=args.format)
-    for path in paths:
+    return write_demo_batches(args.landing or settings().landing_dir, n_batches=args.batches,
+                              limit=args.limit, fmt=args.format)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    for path in write_demo(args):
         print(path)
     return 0
 
@@ -116,12 +119,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the database, write the demo batches, ingest them all."""
+    """Start the database, write the demo batches, ingest them all, build ordered_vectors."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
-    cmd_demo_data(args)
-    landing = args.landing or settings().landing_dir
-    files = sorted(Path(landing).glob("vital_articles_*"))
-    failed = ingest_paths(files)
+    failed = ingest_paths(write_demo(args))
     build_ordered_vectors()
     cmd_batches(argparse.Namespace())
     cmd_gates(argparse.Namespace(batch=None, json=False))

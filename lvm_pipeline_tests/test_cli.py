@@ -31,3 +31,12 @@ def test_batches_lists_coverage(database_url, dagster_instance, vital_records, c
     assert cli.main(["batches"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("cov.jsonl"))
     assert line.split()[1] == "embedded" and line.split()[-1] == "100.0%"
+
+
+def test_demo_ingests_the_batches_and_builds_the_bank(database_url, dagster_instance, capsys):
+    code = cli.main(["demo", "--batches", "2", "--limit", "120"])
+    out = capsys.readouterr().out
+    assert out.count("OK vital_articles_") == 2
+    assert "ordered_vectors:" in out and "from 2 batches (0 left out)" in out
+    assert "vital_articles_01_of_02.jsonl: included in training data" in out
+    assert code == 0
