@@ -25,9 +25,11 @@ def prepare_dagster_env() -> None:
         if not Path("dagster.yaml").is_file():
             sys.exit("no dagster.yaml here: run from the project root, or set DAGSTER_HOME")
         os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    os.environ.setdefault("DAGSTER_PG_URL", db.dagster_storage_url())
-    os.environ.setdefault("LVM_DAGSTER_DIR", str(settings().dagster_dir))
-    settings().dagster_dir.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DAGSTER_PG_URL"):  # only then look up (and start) the database
+        os.environ["DAGSTER_PG_URL"] = db.dagster_storage_url()
+    dagster_dir = settings().dagster_dir
+    os.environ.setdefault("LVM_DAGSTER_DIR", str(dagster_dir))
+    dagster_dir.mkdir(parents=True, exist_ok=True)
 
 
 # -- db ---------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lvm_pipeline.validation import GATES, GateStatus
+from lvm_pipeline.validation import GATES, GateStatus, blocking_outcome
+
+GATE_ORDER = {gate.name: i for i, gate in enumerate(GATES)}
 
 NEXT_STEPS = {
     "STOP": ["Read the failed gates' worst examples (check `report` metadata in the UI, or `lvm-pipeline gates --batch {b}`).",
@@ -25,10 +27,8 @@ class PhaseReport:
 
 def decide(statuses: list[GateStatus]) -> tuple[str, str]:
     """GO / WARN / STOP for a batch from its latest gate results, with the reason."""
-    by_gate = {s.gate: s for s in statuses if s.current}
-    missing = [g.name for g in GATES if g.blocking and g.name not in by_gate]
-    stops = [s for s in by_gate.values() if s.decision == "STOP" and s.blocking]
-    warns = [s for s in by_gate.values() if s.decision == "WARN" or (s.decision == "STOP" and not s.blocking)]
+    stops, missing = blocking_outcome(statuses)
+    warns = [s for s in statuses if s.current and (s.decision == "WARN" or (s.decision == "STOP" and not s.blocking))]
     if stops:
         return "STOP", "; ".join(f"{s.gate}: {s.summary}" for s in stops)
     if missing:
@@ -41,7 +41,7 @@ def decide(statuses: list[GateStatus]) -> tuple[str, str]:
 def phase_report(batch_id: str, statuses: list[GateStatus]) -> PhaseReport:
     decision, rationale = decide(statuses)
     rows = [f"| {s.gate} | {'blocking' if s.blocking else 'warn only'} | {s.decision} | {s.summary} |"
-            for s in sorted(statuses, key=lambda s: [g.name for g in GATES].index(s.gate))]
+            for s in sorted(statuses, key=lambda s: GATE_ORDER[s.gate])]
     findings = [f"- **{s.gate}** ({s.decision}): {s.summary}" for s in statuses if s.decision != "GO"]
     lines = [
         f"# Phase report: batch `{batch_id}`",

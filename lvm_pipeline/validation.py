@@ -151,27 +151,32 @@ class Eligibility:
     reason: str
 
 
+def blocking_outcome(statuses: list[GateStatus]) -> tuple[list[GateStatus], list[str]]:
+    """Of one batch's latest results: the blocking gates that STOPped, and those not evaluated on its current file."""
+    current = {s.gate: s for s in statuses if s.current}
+    stopped = [current[g.name] for g in GATES if g.blocking and g.name in current and current[g.name].decision == "STOP"]
+    missing = [g.name for g in GATES if g.blocking and g.name not in current]
+    return stopped, missing
+
+
 def batch_eligibility(conn) -> list[Eligibility]:
     """For every batch: may it enter training data, and why (not)."""
     with conn.cursor() as cur:
         cur.execute("SELECT batch_id, content_hash, status, excluded_reason FROM batch ORDER BY batch_id")
         batches = cur.fetchall()
-    latest: dict[str, dict[str, GateStatus]] = {}
+    latest: dict[str, list[GateStatus]] = {}
     for status in gate_status(conn):
-        latest.setdefault(status.batch_id, {})[status.gate] = status
+        latest.setdefault(status.batch_id, []).append(status)
     verdicts = []
     for batch_id, content_hash, stage, excluded_reason in batches:
         verdict = partial(Eligibility, batch_id, content_hash)
-        gates = latest.get(batch_id, {})
-        blocking = [g.name for g in GATES if g.blocking]
-        missing = [name for name in blocking if name not in gates or not gates[name].current]
-        stopped = [name for name in blocking if name in gates and gates[name].current and gates[name].decision == "STOP"]
+        stopped, missing = blocking_outcome(latest.get(batch_id, []))
         if excluded_reason:
             verdicts.append(verdict(False, f"excluded on purpose: {excluded_reason}"))
         elif stage != "embedded":
             verdicts.append(verdict(False, f"not fully ingested (stage: {stage})"))
         elif stopped:
-            verdicts.append(verdict(False, "STOP: " + "; ".join(f"{n}: {gates[n].summary}" for n in stopped)))
+            verdicts.append(verdict(False, "STOP: " + "; ".join(f"{s.gate}: {s.summary}" for s in stopped)))
         elif missing:
             verdicts.append(verdict(False, "not checked for its current content: " + ", ".join(missing)))
         else:

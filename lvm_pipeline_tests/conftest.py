@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import uuid
@@ -88,6 +89,11 @@ def vital_records():
 
     records = load_vital_articles()
     return records[:: len(records) // 60][:60]
+
+
+def landing_dir() -> Path:
+    """The landing folder of the test's LVM_DATA_DIR (see the database_url fixture)."""
+    return Path(os.environ["LVM_DATA_DIR"]) / "landing"
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lvm_pipeline import cli
+from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
 
 def test_db_url_and_status_with_an_external_server(database_url, capsys):
@@ -18,15 +18,13 @@ def test_db_url_and_status_with_an_external_server(database_url, capsys):
 def test_demo_data_writes_landing_batches(database_url, capsys):
     assert cli.main(["demo-data", "--batches", "3", "--limit", "30"]) == 0
     written = [Path(line) for line in capsys.readouterr().out.split()]
-    landing = Path(os.environ["LVM_DATA_DIR"]) / "landing"
+    landing = landing_dir()
     assert sorted(written) == sorted(landing.glob("vital_articles_*_of_03.jsonl"))
     assert sum(len(p.read_text().splitlines()) for p in written) == 30
 
 
 def test_batches_lists_coverage(database_url, dagster_instance, vital_records, capsys):
-    from lvm_pipeline_tests.conftest import write_jsonl
-
-    path = write_jsonl(Path(os.environ["LVM_DATA_DIR"]) / "landing" / "cov.jsonl", vital_records[:40])
+    path = write_jsonl(landing_dir() / "cov.jsonl", vital_records[:40])
     assert cli.main(["ingest", str(path)]) == 0
     assert cli.main(["batches"]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("cov.jsonl"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from dagster import AssetKey, build_sensor_context, materialize
 
@@ -13,11 +11,7 @@ from lvm_pipeline.defs import defs, resources
 from lvm_pipeline.defs.assets import ingestion_assets
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.sensors import landing_sensor
-from lvm_pipeline_tests.conftest import write_jsonl
-
-
-def landing_dir() -> Path:
-    return Path(os.environ["LVM_DATA_DIR"]) / "landing"
+from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
 
 def test_definitions_load():

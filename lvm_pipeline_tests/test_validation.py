@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-from pathlib import Path
 
 import numpy as np
 from dagster import RunConfig, build_sensor_context, materialize
@@ -18,15 +16,11 @@ from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.sensors import gate_sensor, ordered_vectors_sensor
 from lvm_pipeline.defs.validated import ordered_vectors, phase_report
 from lvm_pipeline.segmentation import segment
-from lvm_pipeline_tests.conftest import write_jsonl
-
-
-def landing() -> Path:
-    return Path(os.environ["LVM_DATA_DIR"]) / "landing"
+from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
 
 def run_batch(instance, name: str, records: list[dict], mode: str = "packed", ops: dict | None = None):
-    write_jsonl(landing() / name, records)
+    write_jsonl(landing_dir() / name, records)
     instance.add_dynamic_partitions(batches.name, [name])
     return materialize([*ingestion_assets, *gate_checks], partition_key=name, instance=instance,
                        resources=resources(), raise_on_error=False,
@@ -123,7 +117,7 @@ def test_gate_sensor_alerts_and_requests_phase_reports(database_url, dagster_ins
     context = build_sensor_context(instance=dagster_instance, resources=resources(), definitions=defs)
     result = gate_sensor(context)
     assert [r.partition_key for r in result.run_requests] == ["shuffled.jsonl"]
-    alerts = [json.loads(p.read_text()) for p in (Path(os.environ["LVM_DATA_DIR"]) / "alerts").glob("*.json")]
+    alerts = [json.loads(p.read_text()) for p in (landing_dir().parent / "alerts").glob("*.json")]
     stop = next(a for a in alerts if a["gate"] == "coherence")
     assert stop["decision"] == "STOP" and "shuffled.jsonl" in stop["message"]
     # nothing new: no second alert, no run
