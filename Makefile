@@ -17,7 +17,8 @@ $(BIN)/lvm-pipeline: pyproject.toml
 demo: $(BIN)/lvm-pipeline  ## embedded Postgres + demo landing batches + ingest them all
 	$(BIN)/lvm-pipeline demo
 
-test: $(BIN)/lvm-pipeline  ## unit + integration tests (starts its own PostgreSQL)
+test: $(BIN)/lvm-pipeline  ## lint (ruff) + unit and integration tests (starts its own PostgreSQL)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 dev: $(BIN)/lvm-pipeline  ## Dagster UI on http://127.0.0.1:3000

@@ -22,10 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
-
 from lvm_pipeline import db, ingest
-from lvm_pipeline.db import store
+from lvm_pipeline.db import batches, bulk, encoders
 from lvm_pipeline.db.server import EmbeddedPostgres
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.segmentation import segment
@@ -67,10 +65,10 @@ def throughput(args, server: EmbeddedPostgres, workdir: Path) -> None:
 
     ids = [uuid.uuid4().bytes for _ in sentences]
     with db.connect(fresh_database(server)) as conn, conn.cursor() as cur:
-        store.upsert_batch(cur, "w", "w", "0")
-        encoder_id = store.register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint, encoder.probe_vector)
+        batches.upsert_batch(cur, "w", "w", "0")
+        encoder_id = encoders.register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint, encoder.probe_vector)
         t0 = time.perf_counter()
-        store.copy_vectors(cur, ids, "w", encoder_id, vectors)
+        bulk.copy_vectors(cur, ids, "w", encoder_id, vectors)
         conn.commit()
         copy_s = time.perf_counter() - t0
         cur.execute("DELETE FROM cpe_vector")
@@ -106,7 +104,8 @@ def peak_rss(args, server: EmbeddedPostgres, workdir: Path) -> None:
         results[scale] = json.loads(child.stdout.strip().splitlines()[-1])
         r = results[scale]
         print(f"(d) {scale:>2}x demo batch: {n:6d} articles, {r['concepts']:6d} concepts, peak RSS "
-              f"{r['parse_chunk_peak_rss_mb']:.0f} MiB after parse+chunk, {r['peak_rss_mb']:.0f} MiB in all, {r['seconds']:.0f} s")
+              f"{r['parse_chunk_peak_rss_mb']:.0f} MiB after parse+chunk, {r['peak_rss_mb']:.0f} MiB in all, "
+              f"{r['seconds']:.0f} s")
     for key, what in (("parse_chunk_peak_rss_mb", "parse+chunk"), ("peak_rss_mb", "whole ingest")):
         print(f"    peak RSS 10x / 1x, {what:<12} {results[10][key] / results[1][key]:6.2f}   target ~1 (bounded)")
 

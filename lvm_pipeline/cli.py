@@ -1,7 +1,8 @@
 """`lvm-pipeline`: the database, the demo corpus, ingestion without the UI, and the UI itself.
 
 `ingest` materializes the same Dagster assets the sensor's runs do, on the same instance, so
-its runs and materializations show in the UI like any other.
+its runs and materializations show in the UI like any other. An expected failure (bad file,
+missing database, another encoder) prints one line and exits non-zero; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,23 +14,28 @@ import sys
 from pathlib import Path
 
 from lvm_pipeline import db
-from lvm_pipeline.config import settings
+from lvm_pipeline.config import export_dagster_environment, settings
+from lvm_pipeline.errors import PipelineError
 
 log = logging.getLogger("lvm_pipeline")
-QUIET_LOGS = {"console": {"config": {"log_level": "INFO"}}}  # runs started here print INFO, not every step event
+
+
+def run_logs(debug: bool = False) -> dict:
+    """Runs started here log through Dagster's console logger: everything with --debug, else nothing
+    (the CLI prints one line per batch, and a failed step's reason, itself)."""
+    return {"console": {"config": {"log_level": "DEBUG" if debug else "CRITICAL"}}}
 
 
 def prepare_dagster_env() -> None:
-    """Point Dagster at this project's dagster.yaml and at the database's Dagster storage."""
-    if not os.environ.get("DAGSTER_HOME"):
-        if not Path("dagster.yaml").is_file():
-            sys.exit("no dagster.yaml here: run from the project root, or set DAGSTER_HOME")
-        os.environ["DAGSTER_HOME"] = str(Path.cwd())
-    if not os.environ.get("DAGSTER_PG_URL"):  # only then look up (and start) the database
-        os.environ["DAGSTER_PG_URL"] = db.dagster_storage_url()
-    dagster_dir = settings().dagster_dir
-    os.environ.setdefault("LVM_DAGSTER_DIR", str(dagster_dir))
-    dagster_dir.mkdir(parents=True, exist_ok=True)
+    """Point Dagster at this project's dagster.yaml and at the database's Dagster storage (starting it if needed)."""
+    config = settings()
+    home = config.dagster_home or Path.cwd()
+    if not (home / "dagster.yaml").is_file():
+        raise PipelineError(f"no dagster.yaml in {home}: run from the project root, or set DAGSTER_HOME")
+    with db.connect(db.database_url(config)):  # a clear error now if the database cannot be reached
+        pass
+    export_dagster_environment(home, db.dagster_storage_url(config), config.dagster_dir)
+    config.dagster_dir.mkdir(parents=True, exist_ok=True)
 
 
 # -- db ---------------------------------------------------------------------------------------
@@ -68,23 +74,25 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 # -- ingest -----------------------------------------------------------------------------------
-def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
-    """Materialize the ingestion assets for each file, one batch each; return the number that failed."""
+def ingest_paths(paths: list[Path], mode: str | None = None, debug: bool = False) -> int:
+    """Materialize the ingestion assets for each file, one batch each, then send the alerts due;
+    return the number of files that failed."""
     from dagster import DagsterInstance, RunConfig, materialize
 
     from lvm_pipeline.defs import resources
     from lvm_pipeline.defs.assets import ConceptChunksConfig, RawArticlesConfig, ingestion_assets
     from lvm_pipeline.defs.checks import gate_checks
     from lvm_pipeline.defs.partitions import batches
-    from lvm_pipeline.sources import SUPPORTED_SUFFIXES, source_format
+    from lvm_pipeline.sources import check_source
 
     prepare_dagster_env()
     instance = DagsterInstance.get()
     failed = 0
     for path in paths:
-        if not path.is_file() or source_format(path) is None:
-            why = "no such file" if not path.is_file() else f"unknown file type (supported: {', '.join(SUPPORTED_SUFFIXES)})"
-            print(f"REJECTED {path}: {why}", file=sys.stderr)
+        try:
+            check_source(path)
+        except (PipelineError, FileNotFoundError) as error:
+            print(f"REJECTED {path}: {str(error).removeprefix(f'{path}: ')}", file=sys.stderr)
             failed += 1
             continue
         key = path.name
@@ -93,7 +101,8 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
         result = materialize(
             [*ingestion_assets, *gate_checks], partition_key=key, instance=instance, resources=resources(),
             run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
-                                      "concept_chunks": ConceptChunksConfig(mode=mode)}, loggers=QUIET_LOGS),
+                                      "concept_chunks": ConceptChunksConfig(**({"mode": mode} if mode else {}))},
+                                 loggers=run_logs(debug)),
             raise_on_error=False, tags={"lvm/launched_by": "cli"},
         )
         gates = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -113,24 +122,38 @@ def ingest_paths(paths: list[Path], mode: str = "packed") -> int:
             for line in not_go:
                 print(f"  {line}", file=sys.stderr)
             failed += 1
+    send_alerts()
     return failed
 
 
+def send_alerts() -> int:
+    """Send the alerts due for gate results no one has alerted on yet (what the gate sensor does too)."""
+    from lvm_pipeline.defs.resources import AlertResource
+    from lvm_pipeline.validation.alerts import send_pending_alerts
+
+    alerts = AlertResource()
+    with db.connect(db.database_url()) as conn:
+        sent = send_pending_alerts(conn, lambda status: alerts.send(status, log))
+    if sent:
+        print(f"{len(sent)} alert(s) written to {settings().alerts_dir}", file=sys.stderr)
+    return len(sent)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
-    return 1 if ingest_paths([Path(p) for p in args.paths], args.mode) else 0
+    return 1 if ingest_paths([Path(p) for p in args.paths], args.mode, args.debug) else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the database, write the demo batches, ingest them all, build ordered_vectors."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
-    failed = ingest_paths(write_demo(args))
-    build_ordered_vectors()
+    failed = ingest_paths(write_demo(args), args.mode, args.debug)
+    build_ordered_vectors(args.debug)
     cmd_batches(argparse.Namespace())
     cmd_gates(argparse.Namespace(batch=None, json=False))
     return 1 if failed else 0
 
 
-def build_ordered_vectors() -> None:
+def build_ordered_vectors(debug: bool = False) -> None:
     """Materialize ordered_vectors now (the sensor does it when the daemon runs)."""
     from dagster import DagsterInstance, RunConfig, materialize
 
@@ -139,7 +162,7 @@ def build_ordered_vectors() -> None:
 
     prepare_dagster_env()
     result = materialize([ordered_vectors], instance=DagsterInstance.get(), resources=resources(),
-                         run_config=RunConfig(loggers=QUIET_LOGS), tags={"lvm/launched_by": "cli"})
+                         run_config=RunConfig(loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"})
     meta = result.asset_materializations_for_node("ordered_vectors")[0].metadata
     print(f"ordered_vectors: {meta['concepts'].value} concepts from {meta['batches_included'].value} batches "
           f"({meta['batches_left_out'].value} left out) -> {meta['npz'].value}")
@@ -147,17 +170,14 @@ def build_ordered_vectors() -> None:
 
 def cmd_batches(args: argparse.Namespace) -> int:
     """Print every batch with its counts and vector coverage."""
+    from lvm_pipeline.db.batches import batch_summaries
+
     with db.connect(db.database_url()) as conn, conn.cursor() as cur:
-        cur.execute(
-            """SELECT b.batch_id, b.status, b.n_articles, b.n_quarantined, b.n_concepts,
-                      (SELECT count(*) FROM cpe_vector v JOIN cpe_entry e USING (cpe_id) WHERE e.batch_id = b.batch_id)
-               FROM batch b ORDER BY b.batch_id"""
-        )
-        rows = cur.fetchall()
+        summaries = batch_summaries(cur)
     print(f"{'batch':<36} {'status':<9} {'articles':>8} {'quarant.':>8} {'concepts':>8} {'coverage':>8}")
-    for batch_id, status, n_articles, n_quarantined, n_concepts, n_vectors in rows:
-        coverage = f"{100 * n_vectors / n_concepts:.1f}%" if n_concepts else "-"
-        print(f"{batch_id:<36} {status:<9} {n_articles:>8} {n_quarantined:>8} {n_concepts:>8} {coverage:>8}")
+    for b in summaries:
+        coverage = f"{b.coverage:.1%}" if b.coverage is not None else "-"
+        print(f"{b.batch_id:<36} {b.status:<9} {b.n_articles:>8} {b.n_quarantined:>8} {b.n_concepts:>8} {coverage:>8}")
     return 0
 
 
@@ -175,6 +195,7 @@ def cmd_gates(args: argparse.Namespace) -> int:
     if args.batch and args.batch not in verdicts:
         print(f"no batch {args.batch!r}", file=sys.stderr)
         return 2
+    kinds = {g.name: g.kind for g in validation.GATES}
     if args.json:
         print(json.dumps({"gates": [asdict(s) for s in statuses],
                           "batches": [asdict(v) for b, v in verdicts.items() if not args.batch or b == args.batch]}, indent=2))
@@ -185,15 +206,15 @@ def cmd_gates(args: argparse.Namespace) -> int:
         print(f"{batch_id}: {'included in' if verdict.included else 'LEFT OUT of'} training data ({verdict.reason})")
         for s in (s for s in statuses if s.batch_id == batch_id):
             stale = "" if s.current else "  [stale: the file changed since]"
-            print(f"  {s.decision:<4} {s.gate:<17} {'blocking ' if s.blocking else 'warn-only'}  {s.summary}{stale}")
+            print(f"  {s.decision:<4} {s.gate:<17} {kinds.get(s.gate, 'warn'):<8}  {s.summary}{stale}")
     return 0
 
 
 def cmd_exclude(args: argparse.Namespace) -> int:
-    from lvm_pipeline import validation
+    from lvm_pipeline.db.batches import set_excluded
 
-    with db.connect(db.database_url()) as conn:
-        validation.set_excluded(conn, args.batch, None if args.include else args.reason)
+    with db.connect(db.database_url()) as conn, conn, conn.cursor() as cur:
+        set_excluded(cur, args.batch, None if args.include else args.reason)
     print(f"{args.batch}: {'included again' if args.include else 'excluded: ' + args.reason}; "
           "ordered_vectors follows at the next sensor tick")
     return 0
@@ -212,7 +233,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lvm-pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--debug", action="store_true", help="tracebacks and every run event, for bug reports")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("db", help="the embedded PostgreSQL server")
@@ -232,11 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the database, write the demo batches and ingest them")
     demo_options(p)
+    p.add_argument("--mode", choices=["packed", "sentence"], default=None, help="segmentation (default: packed)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--mode", choices=["packed", "sentence"], default="packed")
+    p.add_argument("--mode", choices=["packed", "sentence"], default=None, help="segmentation (default: packed)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("batches", help="list batches with counts and vector coverage")
@@ -265,8 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PipelineError as error:  # expected: bad input, no database, another encoder, ...
+        if args.debug:
+            raise
+        print(f"lvm-pipeline {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,12 +1,6 @@
-"""Settings from the environment: where data lives, which database, which encoder.
+"""Settings from the environment: the only module that reads it (every variable is in the README's table).
 
-| variable             | default                          | meaning                                        |
-|----------------------|----------------------------------|------------------------------------------------|
-| LVM_DATA_DIR         | ./data                           | landing/, exports/, postgres/ (embedded server) |
-| LVM_DATABASE_URL     | unset: the embedded server       | an external PostgreSQL with pgvector            |
-| LVM_ENCODER          | packaged all-MiniLM-L6-v2        | a sentence-transformers model name or path      |
-| DAGSTER_PG_URL       | derived from the database above  | Dagster's instance storage (see dagster.yaml)   |
-| LVM_VEC2TEXT_INVERSION, LVM_VEC2TEXT_CORRECTOR | unset | local vec2text weights: decoder_baseline adds a vec2text round trip |
+`settings()` reads the environment when called, not at import, so tests and the CLI can change it.
 """
 
 from __future__ import annotations
@@ -22,10 +16,15 @@ DAGSTER_DATABASE = "dagster"
 
 @dataclass(frozen=True)
 class Settings:
-    data_dir: Path
-    database_url: str | None
-    encoder: str
-    vec2text_dirs: tuple[str, str] | None  # (inversion, corrector) weight directories
+    data_dir: Path  # LVM_DATA_DIR
+    database_url: str | None  # LVM_DATABASE_URL; None: the embedded server
+    encoder: str  # LVM_ENCODER
+    vec2text_dirs: tuple[str, str] | None  # LVM_VEC2TEXT_INVERSION, LVM_VEC2TEXT_CORRECTOR
+    dagster_home: Path | None  # DAGSTER_HOME: the folder holding dagster.yaml
+    dagster_pg_url: str | None  # DAGSTER_PG_URL: Dagster's instance storage
+    dagster_dir: Path  # LVM_DAGSTER_DIR: Dagster's compute logs and artifacts
+    slack_token: str | None  # SLACK_TOKEN: gate alerts to Slack too
+    llm_api_key: str | None  # LVM_LLM_API_KEY: the LLM TMD assigner's key
 
     @property
     def landing_dir(self) -> Path:
@@ -40,20 +39,47 @@ class Settings:
         return self.data_dir / "postgres"
 
     @property
-    def dagster_dir(self) -> Path:
-        return self.data_dir / "dagster"
+    def alerts_dir(self) -> Path:
+        return self.data_dir / "alerts"
+
+    @property
+    def llm_cache_dir(self) -> Path:
+        return self.data_dir / "llm_cache"
 
 
 def settings() -> Settings:
-    """Read the settings now (not at import), so tests and the CLI can change the environment."""
+    """The settings as the environment says now."""
+    data_dir = _path("LVM_DATA_DIR") or Path("data").resolve()
+    inversion, corrector = _get("LVM_VEC2TEXT_INVERSION"), _get("LVM_VEC2TEXT_CORRECTOR")
     return Settings(
-        data_dir=Path(os.environ.get("LVM_DATA_DIR", "data")).expanduser().resolve(),
-        database_url=os.environ.get("LVM_DATABASE_URL") or None,
-        encoder=os.environ.get("LVM_ENCODER") or DEFAULT_ENCODER,
-        vec2text_dirs=_vec2text_dirs(),
+        data_dir=data_dir,
+        database_url=_get("LVM_DATABASE_URL"),
+        encoder=_get("LVM_ENCODER") or DEFAULT_ENCODER,
+        vec2text_dirs=(inversion, corrector) if inversion and corrector else None,
+        dagster_home=_path("DAGSTER_HOME"),
+        dagster_pg_url=_get("DAGSTER_PG_URL"),
+        dagster_dir=_path("LVM_DAGSTER_DIR") or data_dir / "dagster",
+        slack_token=_get("SLACK_TOKEN"),
+        llm_api_key=_get("LVM_LLM_API_KEY"),
     )
 
 
-def _vec2text_dirs() -> tuple[str, str] | None:
-    inversion, corrector = os.environ.get("LVM_VEC2TEXT_INVERSION"), os.environ.get("LVM_VEC2TEXT_CORRECTOR")
-    return (inversion, corrector) if inversion and corrector else None
+def export_dagster_environment(home: Path, storage_url: str, dagster_dir: Path) -> None:
+    """Set the variables dagster.yaml reads (for this process and the runs it starts)."""
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["DAGSTER_PG_URL"] = storage_url
+    os.environ["LVM_DAGSTER_DIR"] = str(dagster_dir)
+
+
+def hub_offline() -> None:
+    """Never reach a model hub: models come from installed packages or local paths."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _get(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _path(name: str) -> Path | None:
+    value = _get(name)
+    return Path(value).expanduser().resolve() if value else None

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lvm_pipeline.errors import PipelineError
+
 VEC2TEXT_DIM = 768
 
 
-class Vec2TextUnavailable(RuntimeError):
+class Vec2TextUnavailable(PipelineError):
     """vec2text cannot run here: package, weights or encoder dimension."""
 
 

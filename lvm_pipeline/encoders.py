@@ -7,17 +7,21 @@ probe vectors agree (cosine >= 0.999), whatever their names or the hardware that
 from __future__ import annotations
 
 import hashlib
-import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from lvm_pipeline.config import DEFAULT_ENCODER
+from lvm_pipeline.config import DEFAULT_ENCODER, hub_offline
+from lvm_pipeline.errors import PipelineError
 
 PROBE_SENTENCE = "The Latent Vector Model reads a sequence of concepts and predicts the next one."
 SAME_ENCODER_COSINE = 0.999
+
+
+class EncoderNotFoundError(PipelineError):
+    """The encoder is neither the packaged model nor a local model directory."""
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -29,7 +33,7 @@ def resolve_model(name_or_path: str) -> str:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path.resolve())
-    raise FileNotFoundError(
+    raise EncoderNotFoundError(
         f"encoder {name_or_path!r} is neither the packaged {DEFAULT_ENCODER} nor a local model "
         f"directory; model hubs are not reached from here: download the model elsewhere and set "
         f"LVM_ENCODER to its path"
@@ -40,7 +44,7 @@ class SentenceEncoder:
     """Batched, L2-normalised float32 embeddings from a local sentence-transformers model."""
 
     def __init__(self, name_or_path: str = DEFAULT_ENCODER, *, device: str = "cpu", batch_size: int = 64):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hub_offline()
         from sentence_transformers import SentenceTransformer
 
         self.name = name_or_path

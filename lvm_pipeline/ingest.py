@@ -1,53 +1,45 @@
-"""The ingestion stages of one batch: parse -> chunk -> embed -> TMD codes, each a pure library call.
+"""The ingestion stages of one batch: parse -> chunk -> embed -> TMD codes, each a library call.
 
-The Dagster assets (`raw_articles`, `concept_chunks`, `concept_vectors`) and the CLI call these
-functions. Each stage replaces that batch's rows of its own table in ONE transaction: a re-run
-leaves exactly one run's rows, and a run killed half-way leaves the previous rows intact. Every
-stage streams (a bounded page of articles or concepts at a time), so memory does not grow with
-the batch.
+The Dagster assets (`raw_articles`, `concept_chunks`, `concept_vectors`, `tmd_codes`) call these
+functions; the CLI materializes those assets. Each stage replaces that batch's rows of its own
+table in ONE transaction: a re-run leaves exactly one run's rows, and a run killed half-way
+leaves the previous rows intact. Parsing, chunking and embedding stream (a page of articles or
+concepts at a time), so their memory does not grow with the batch; TMD labelling reads the
+batch's vectors whole (a batch of 10k articles at 384-D is about 30 MB).
 """
 
 from __future__ import annotations
 
-from array import array
 import time
 import uuid
+from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
-from psycopg2 import sql
 from tqdm import tqdm
 
-from lvm_pipeline.db import store
-from lvm_pipeline.datasets.ordered import load_batch
+from lvm_pipeline.arrays import article_bounds, unit_rows
+from lvm_pipeline.db import articles as article_rows
+from lvm_pipeline.db import batches, concepts
+from lvm_pipeline.db.bulk import copy_vectors, pages
+from lvm_pipeline.db.encoders import register_encoder
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.landing import file_sha256
-from lvm_pipeline.segmentation import SegmentationMode, segment
+from lvm_pipeline.segmentation import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, DEFAULT_MODE, SegmentationMode, segment
 from lvm_pipeline.sources import Article, Rejected, read_batch
-from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS, EXCERPT_CHARS
+from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
+from lvm_pipeline.text import excerpt
 from lvm_pipeline.tmd.assigners import TmdAssigner
-from lvm_pipeline.tmd.schema import pack_tmd
+from lvm_pipeline.tmd.schema import UNKNOWN, pack_tmd
 
 ARTICLE_PAGE = 1_000  # articles per COPY / per duplicate look-up
 CONCEPT_PAGE = 2_048  # concepts per encode call + COPY
-QUARANTINE_SAMPLE = 20  # quarantined records kept in the report, for display
+SAMPLE = 5  # records kept in a report for display (quarantined: 20)
+QUARANTINE_SAMPLE = 20
 CPE_NAMESPACE = uuid.UUID("6f1d3c2e-4b7a-5e88-9c41-2a0f8e7d6b53")
-T = TypeVar("T")
-
-ARTICLE_COLUMNS = ("article_id", "batch_id", "ord", "title", "text", "url", "metadata")
-QUARANTINE_COLUMNS = ("batch_id", "locator", "article_id", "reason", "raw_excerpt")
-CPE_COLUMNS = ("cpe_id", "dataset_source", "batch_id", "article_id", "article_title",
-               "seq_in_article", "concept_text", "char_start", "char_end")
-
-
-def pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while page := list(islice(iterator, size)):
-        yield page
 
 
 def _progress(total: int | None, unit: str, desc: str):
@@ -64,35 +56,37 @@ class ParseReport:
     quarantined: list[Rejected] = field(default_factory=list)  # first QUARANTINE_SAMPLE, for display
     n_quarantined: int = 0
     reasons: Counter = field(default_factory=Counter)  # reason kind -> count
+    n_html_cleaned: int = 0  # articles whose text carried HTML, turned into plain text
+    html_cleaned: list[Article] = field(default_factory=list)  # the first SAMPLE of them, for display
     sample: list[Article] = field(default_factory=list)
     seconds: float = 0.0
 
 
 def parse_batch(conn, path: Path, batch_id: str | None = None,
-                max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> ParseReport:
+                max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS, clean_html: bool = True) -> ParseReport:
     """Validate a landing file into `article` rows; quarantine bad records with their reasons.
 
     Duplicate article ids are quarantined: a repeat inside the file, and an id another batch
-    already holds (the first batch to ingest an article keeps it).
+    already holds (the first batch to ingest an article keeps it). With `clean_html`, texts of
+    plain-text sources that carry HTML are stored as their plain text, and counted.
     """
     started = time.perf_counter()
     path = Path(path)
-    records = read_batch(path, max_article_chars=max_article_chars)  # raises for a bad file, eagerly
+    records = read_batch(path, max_article_chars=max_article_chars, clean_html=clean_html)  # raises for a bad file
     batch_id = batch_id or path.name
     report = ParseReport(batch_id=batch_id, content_hash=file_sha256(path))
     first_seen: dict[str, str] = {}  # article id -> locator of its first occurrence
 
     def quarantine(cur, rejected: list[Rejected]) -> None:
-        store.copy_rows(cur, "quarantine", QUARANTINE_COLUMNS,
-                        ((batch_id, r.locator, r.article_id, r.reason, r.excerpt) for r in rejected))
+        article_rows.copy_quarantine(cur, ((batch_id, r.locator, r.article_id, r.reason, r.excerpt) for r in rejected))
         report.n_quarantined += len(rejected)
         report.reasons.update(r.reason.split(":")[0] for r in rejected)
         report.quarantined.extend(rejected[: QUARANTINE_SAMPLE - len(report.quarantined)])
 
     with conn, conn.cursor() as cur:
-        store.upsert_batch(cur, batch_id, str(path.resolve()), report.content_hash)
-        store.delete_batch_rows(cur, "article", batch_id)
-        store.delete_batch_rows(cur, "quarantine", batch_id)
+        batches.upsert_batch(cur, batch_id, str(path.resolve()), report.content_hash)
+        batches.delete_batch_rows(cur, "article", batch_id)
+        batches.delete_batch_rows(cur, "quarantine", batch_id)
         with _progress(None, "record", f"parse {batch_id}") as bar:
             for page in pages(records, ARTICLE_PAGE):
                 report.n_records += len(page)
@@ -105,17 +99,20 @@ def parse_batch(conn, path: Path, batch_id: str | None = None,
                     else:
                         first_seen[article.article_id] = article.locator
                         fresh.append(article)
-                held = store.articles_in_other_batches(cur, [a.article_id for a in fresh], batch_id)
+                held = article_rows.articles_in_other_batches(cur, [a.article_id for a in fresh], batch_id)
                 kept = [a for a in fresh if a.article_id not in held]
                 rejected += [_duplicate(a, f"is already ingested in batch {held[a.article_id]!r}")
                              for a in fresh if a.article_id in held]
-                store.copy_rows(cur, "article", ARTICLE_COLUMNS, (
+                article_rows.copy_articles(cur, (
                     (a.article_id, batch_id, report.n_articles + i, a.title, a.text, a.url, a.metadata)
                     for i, a in enumerate(kept)))
                 report.n_articles += len(kept)
-                report.sample.extend(kept[: 3 - len(report.sample)])
+                report.sample.extend(kept[: SAMPLE - len(report.sample)])
+                cleaned = [a for a in kept if a.html_cleaned]
+                report.n_html_cleaned += len(cleaned)
+                report.html_cleaned.extend(cleaned[: SAMPLE - len(report.html_cleaned)])
                 quarantine(cur, rejected)
-        store.update_batch(cur, batch_id, status="parsed", n_records=report.n_records,
+        batches.update_batch(cur, batch_id, status="parsed", n_records=report.n_records,
                            n_articles=report.n_articles, n_quarantined=report.n_quarantined)
     report.seconds = time.perf_counter() - started
     return report
@@ -124,7 +121,7 @@ def parse_batch(conn, path: Path, batch_id: str | None = None,
 def _duplicate(article: Article, where: str) -> Rejected:
     return Rejected(locator=article.locator, article_id=article.article_id,
                     reason=f"duplicate article id: {article.article_id!r} {where}",
-                    excerpt=f"{article.title}: {article.text}"[:EXCERPT_CHARS])
+                    excerpt=excerpt(f"{article.title}: {article.text}"))
 
 
 # -- chunk ----------------------------------------------------------------------------------
@@ -144,25 +141,27 @@ def cpe_id(article_id: str, seq: int, start: int, end: int, text: str) -> uuid.U
     return uuid.uuid5(CPE_NAMESPACE, f"{article_id}\x1f{seq}\x1f{start}\x1f{end}\x1f{text}")
 
 
-def chunk_batch(conn, batch_id: str, mode: SegmentationMode = "packed", min_chars: int = 250,
-                max_chars: int = 400, dataset_source: str = "wikipedia") -> ChunkReport:
+def chunk_batch(conn, batch_id: str, mode: SegmentationMode = DEFAULT_MODE, min_chars: int = DEFAULT_MIN_CHARS,
+                max_chars: int = DEFAULT_MAX_CHARS, dataset_source: str = "wikipedia") -> ChunkReport:
     """Segment the batch's articles into ordered concepts (`cpe_entry` rows) with exact char offsets."""
     started = time.perf_counter()
     report = ChunkReport(batch_id=batch_id, mode=mode)
     with conn, conn.cursor() as cur:
-        for page in _replace_rows(conn, cur, batch_id, "cpe_entry", ARTICLE_PAGE, "article", "chunk",
-                                  "SELECT article_id, title, text FROM article WHERE batch_id = %s ORDER BY ord"):
+        batches.delete_batch_rows(cur, "cpe_entry", batch_id)
+        total = article_rows.count_articles(cur, batch_id)
+        for page in _progress_pages(article_rows.stream_articles(conn, batch_id, ARTICLE_PAGE), total, "article",
+                                    f"chunk {batch_id}"):
             rows = []
             for article_id, title, text in page:
                 for c in segment(text, mode, min_chars=min_chars, max_chars=max_chars):
                     rows.append((cpe_id(article_id, c.seq, c.start, c.end, c.text), dataset_source,
                                  batch_id, article_id, title, c.seq, c.text, c.start, c.end))
                     report.lengths.append(len(c.text))
-                    if len(report.sample) < 5:
+                    if len(report.sample) < SAMPLE:
                         report.sample.append((title, c.seq, c.text))
-            report.n_concepts += store.copy_rows(cur, "cpe_entry", CPE_COLUMNS, rows)
+            report.n_concepts += concepts.copy_concepts(cur, rows)
             report.n_articles += len(page)
-        store.update_batch(cur, batch_id, status="chunked", n_concepts=report.n_concepts)
+        batches.update_batch(cur, batch_id, status="chunked", n_concepts=report.n_concepts, segmentation_mode=mode)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -185,35 +184,27 @@ def embed_batch(conn, batch_id: str, encoder: SentenceEncoder) -> EmbedReport:
     started = time.perf_counter()
     report = EmbedReport(batch_id, encoder.name, encoder.dimension, encoder.fingerprint)
     with conn, conn.cursor() as cur:
-        encoder_id = store.register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint,
-                                            encoder.probe_vector)
-        for page in _replace_rows(conn, cur, batch_id, "cpe_vector", CONCEPT_PAGE, "concept", "embed",
-                                  "SELECT cpe_id::text, concept_text FROM cpe_entry WHERE batch_id = %s"):
+        encoder_id = register_encoder(cur, encoder.name, encoder.dimension, encoder.fingerprint, encoder.probe_vector)
+        batches.delete_batch_rows(cur, "cpe_vector", batch_id)
+        total = concepts.count_concepts(cur, batch_id)
+        for page in _progress_pages(concepts.stream_concept_texts(conn, batch_id, CONCEPT_PAGE), total, "concept",
+                                    f"embed {batch_id}"):
             t0 = time.perf_counter()
             vectors = encoder.encode([text for _, text in page])
             t1 = time.perf_counter()
             ids = [uuid.UUID(cid).bytes for cid, _ in page]
-            report.n_vectors += store.copy_vectors(cur, ids, batch_id, encoder_id, vectors)
+            report.n_vectors += copy_vectors(cur, ids, batch_id, encoder_id, vectors)
             report.encode_seconds += t1 - t0
             report.write_seconds += time.perf_counter() - t1
-        store.update_batch(cur, batch_id, status="embedded", n_vectors=report.n_vectors, encoder_id=encoder_id)
+        batches.update_batch(cur, batch_id, status="embedded", n_vectors=report.n_vectors, encoder_id=encoder_id)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _replace_rows(conn, cur, batch_id: str, target: str, page_size: int, unit: str, stage: str,
-                  source_query: str) -> Iterator[list[tuple]]:
-    """Delete the batch's `target` rows, then stream the batch's source rows page by page.
-
-    Runs inside the caller's transaction; the source is read through a server-side cursor.
-    """
-    cur.execute(sql.SQL("SELECT count(*) FROM ({}) AS source").format(sql.SQL(source_query)), (batch_id,))
-    total = cur.fetchone()[0]
-    store.delete_batch_rows(cur, target, batch_id)
-    with conn.cursor(name=f"{stage}_{uuid.uuid4().hex}") as source, _progress(total, unit, f"{stage} {batch_id}") as bar:
-        source.itersize = page_size
-        source.execute(source_query, (batch_id,))
-        for page in pages(source, page_size):
+def _progress_pages(source: Iterator[list[tuple]], total: int, unit: str, desc: str) -> Iterator[list[tuple]]:
+    """The pages of `source`, counted on a progress bar."""
+    with _progress(total, unit, desc) as bar:
+        for page in source:
             yield page
             bar.update(len(page))
 
@@ -237,14 +228,13 @@ def assign_tmd(conn, batch_id: str, assigner: TmdAssigner) -> TmdReport:
     `tmd_bits` is only set when all three axes are known.
     """
     started = time.perf_counter()
-    batch = load_batch(conn, batch_id)
+    batch = concepts.load_batch(conn, batch_id)
     vectors = np.nan_to_num(batch.vectors)  # a concept without a vector scores as nothing, not NaN
     report = TmdReport(batch_id=batch_id, assigner=assigner.name, n_concepts=len(batch.texts))
-    starts = [i for i in range(len(batch.article_ids)) if i == 0 or batch.article_ids[i] != batch.article_ids[i - 1]]
-    bounds = list(zip(starts, starts[1:] + [len(batch.article_ids)]))
+    bounds = article_bounds(batch.article_ids).tolist()
     report.n_articles = len(bounds)
-    article_vectors = np.stack([vectors[a:b].mean(axis=0) for a, b in bounds]) if bounds else vectors[:0]
-    article_vectors /= np.maximum(np.linalg.norm(article_vectors, axis=1, keepdims=True), 1e-12)
+    sums = np.add.reduceat(vectors, [a for a, _ in bounds], axis=0) if bounds else vectors[:0]
+    article_vectors = unit_rows(sums, dtype=np.float32)  # the direction of the mean: the normalised sum
     domains = assigner.assign_domains([batch.titles[a] for a, _ in bounds],
                                       [" ".join(batch.texts[a:b]) for a, b in bounds], article_vectors)
     tasks, modifiers = assigner.assign_concepts(batch.texts, vectors)
@@ -256,17 +246,9 @@ def assign_tmd(conn, batch_id: str, assigner: TmdAssigner) -> TmdReport:
         bits = pack_tmd(*codes) if min(codes) >= 0 else None
         rows.append((cid, *codes, bits, float(domain_conf[i]), float(tasks.confidence[i]), float(modifiers.confidence[i])))
     report.domain_counts.update(int(c) for c in domain_codes)
-    report.unknown = {"domain": int((domain_codes < 0).sum()), "task": int((tasks.codes < 0).sum()),
-                      "modifier": int((modifiers.codes < 0).sum())}
+    report.unknown = {"domain": int((domain_codes == UNKNOWN).sum()), "task": int((tasks.codes == UNKNOWN).sum()),
+                      "modifier": int((modifiers.codes == UNKNOWN).sum())}
     with conn, conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE tmd_in (cpe_id uuid, d smallint, t smallint, m smallint, bits integer,"
-                    " dc real, tc real, mc real) ON COMMIT DROP")
-        store.copy_rows(cur, "tmd_in", ("cpe_id", "d", "t", "m", "bits", "dc", "tc", "mc"), rows)
-        cur.execute(
-            """UPDATE cpe_entry e SET domain_code = i.d, task_code = i.t, modifier_code = i.m, tmd_bits = i.bits,
-                   domain_confidence = i.dc, task_confidence = i.tc, modifier_confidence = i.mc, tmd_assigner = %s
-               FROM tmd_in i WHERE e.cpe_id = i.cpe_id""",
-            (assigner.name,),
-        )
+        concepts.write_tmd_codes(cur, rows, assigner.name)
     report.seconds = time.perf_counter() - started
     return report

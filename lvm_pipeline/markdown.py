@@ -1,16 +1,11 @@
-"""Markdown tables and one-line excerpts: what a person reads in the Dagster UI and in reports."""
+"""Markdown tables: what a person reads in the Dagster UI and in reports."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-EXCERPT_CHARS = 160
-
-
-def excerpt(text: Any, limit: int = EXCERPT_CHARS) -> str:
-    """One line of at most `limit` characters."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+from lvm_pipeline.text import excerpt
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

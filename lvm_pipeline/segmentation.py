@@ -31,6 +31,9 @@ import blingfire
 
 SegmentationMode = Literal["sentence", "packed"]
 Span = tuple[int, int]
+DEFAULT_MODE: SegmentationMode = "packed"  # full articles; the demo's short leads use "sentence"
+DEFAULT_MIN_CHARS = 250  # packed chunks grow toward min..max characters (the predecessor's range)
+DEFAULT_MAX_CHARS = 400
 
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*")
 # BlingFire does not take most precomposed Latin-1 capitals ("É", "Ç", "Ñ") for capitals, so it
@@ -55,8 +58,8 @@ def split_sentences(text: str) -> list[Span]:
     return [span for start, end in _paragraphs(text) for span in _sentences(text, start, end)]
 
 
-def segment(text: str, mode: SegmentationMode = "packed", *, min_chars: int = 250,
-            max_chars: int = 400) -> list[Chunk]:
+def segment(text: str, mode: SegmentationMode = DEFAULT_MODE, *, min_chars: int = DEFAULT_MIN_CHARS,
+            max_chars: int = DEFAULT_MAX_CHARS) -> list[Chunk]:
     """Ordered chunks of `text`; `[]` when it is empty or whitespace only.
 
     `sentence`: one chunk per sentence. `packed`, paragraph by paragraph: add whole consecutive

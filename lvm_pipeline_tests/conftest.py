@@ -99,3 +99,15 @@ def landing_dir() -> Path:
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def other_encoder_dir(path: Path) -> Path:
+    """A real, different encoder saved at `path`: the packaged MiniLM with a 64-D projection head."""
+    from sentence_transformers import SentenceTransformer, models
+
+    from lvm_pipeline.encoders import resolve_model
+
+    base = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+    head = models.Dense(in_features=base.get_embedding_dimension(), out_features=64)
+    SentenceTransformer(modules=[*base, head], device="cpu").save(str(path))
+    return path

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from lvm_pipeline import cli
-from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
+from lvm_pipeline_tests.conftest import PROJECT_ROOT, landing_dir, other_encoder_dir, write_jsonl
 
 
 def test_db_url_and_status_with_an_external_server(database_url, capsys):
@@ -27,7 +30,7 @@ def test_batches_lists_coverage(database_url, dagster_instance, vital_records, c
     path = write_jsonl(landing_dir() / "cov.jsonl", vital_records[:40])
     assert cli.main(["ingest", str(path)]) == 0
     assert cli.main(["batches"]) == 0
-    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("cov.jsonl"))
+    line = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("cov.jsonl"))
     assert line.split()[1] == "embedded" and line.split()[-1] == "100.0%"
 
 
@@ -38,3 +41,52 @@ def test_demo_ingests_the_batches_and_builds_the_bank(database_url, dagster_inst
     assert "ordered_vectors:" in out and "from 2 batches (0 left out)" in out
     assert "vital_articles_01_of_02.jsonl: included in training data" in out
     assert code == 0
+
+
+# --- expected failures: one line that says what and what to do, a non-zero exit, no traceback ---------------
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """The installed command in a child process, so everything it prints (Dagster's logs too) is seen."""
+    return subprocess.run([sys.executable, "-m", "lvm_pipeline.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=PROJECT_ROOT, timeout=300)
+
+
+def test_expected_failures_print_one_line_and_no_traceback(database_url, dagster_instance, tmp_path):
+    env = dict(os.environ)
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "notes.csv").write_text("id,title,text\n")
+    result = run_cli("ingest", str(tmp_path / "empty.jsonl"), str(tmp_path / "notes.csv"), str(tmp_path / "gone.jsonl"),
+                     env=env)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"REJECTED {tmp_path / 'empty.jsonl'}: the file is empty",
+                     f"REJECTED {tmp_path / 'notes.csv'}: unsupported file type; supported suffixes: "
+                     ".jsonl, .parquet, .xml, .xml.bz2",
+                     f"REJECTED {tmp_path / 'gone.jsonl'}: no such file"]
+
+
+def test_a_missing_database_is_one_line_and_debug_shows_the_traceback(tmp_path):
+    env = dict(os.environ, LVM_DATABASE_URL=f"postgresql://nobody@/lvm?host={tmp_path}&port=5999",
+               LVM_DATA_DIR=str(tmp_path / "data"))
+    result = run_cli("batches", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lvm-pipeline batches: cannot connect to PostgreSQL") and "LVM_DATABASE_URL" in line
+    debug = run_cli("--debug", "batches", env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_an_unknown_batch_and_another_encoder_fail_with_their_reason(database_url, dagster_instance, vital_records,
+                                                                     capsys, monkeypatch, tmp_path):
+    assert cli.main(["exclude", "nope.jsonl", "--reason", "x"]) == 2
+    assert "no batch 'nope.jsonl'" in capsys.readouterr().err
+
+    path = write_jsonl(landing_dir() / "b.jsonl", vital_records[:3])
+    assert cli.main(["ingest", str(path)]) == 0
+    monkeypatch.setenv("LVM_ENCODER", str(other_encoder_dir(tmp_path / "minilm-64")))
+    again = write_jsonl(landing_dir() / "c.jsonl", vital_records[3:6])
+    assert cli.main(["ingest", str(again)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED c.jsonl" in err and "refusing to mix" in err and "Traceback" not in err
+

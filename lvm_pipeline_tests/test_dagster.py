@@ -15,7 +15,8 @@ from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
 
 def test_definitions_load():
-    assert {a.key.to_user_string() for a in defs.resolve_all_asset_specs()} >= {"raw_articles", "concept_chunks", "concept_vectors"}
+    keys = {a.key.to_user_string() for a in defs.resolve_all_asset_specs()}
+    assert keys >= {"raw_articles", "concept_chunks", "concept_vectors"}
     assert defs.resolve_sensor_def("landing_sensor")
 
 
@@ -96,6 +97,6 @@ def test_cli_ingest_runs_the_assets_on_the_instance_and_reports(database_url, da
     out, err = capsys.readouterr()
     assert failed == 1
     assert "OK good.jsonl: 40 articles (0 quarantined)" in out
-    assert "REJECTED" in err and "unknown.csv" in err and "unknown file type" in err
+    assert "REJECTED" in err and "unknown.csv" in err and "unsupported file type" in err
     assert "good.jsonl" in dagster_instance.get_dynamic_partitions(batches.name)
     assert dagster_instance.get_latest_materialization_event(AssetKey("concept_vectors")).dagster_event.partition == "good.jsonl"

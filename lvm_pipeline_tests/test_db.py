@@ -8,8 +8,9 @@ import numpy as np
 import psycopg2
 import pytest
 
-from lvm_pipeline.db import migrations, store
+from lvm_pipeline.db import batches, bulk, encoders, migrations
 from lvm_pipeline.db.server import EmbeddedPostgres
+from lvm_pipeline.errors import EncoderMismatchError
 
 
 def test_server_start_is_idempotent_and_stop_stops(tmp_path_factory):
@@ -49,7 +50,7 @@ def test_a_changed_migration_is_refused(conn):
 
 
 def _batch(cur, batch_id="b1"):
-    store.upsert_batch(cur, batch_id, f"/landing/{batch_id}", "0" * 64)
+    batches.upsert_batch(cur, batch_id, f"/landing/{batch_id}", "0" * 64)
 
 
 def test_binary_copy_round_trips_vectors_exactly(conn):
@@ -58,8 +59,8 @@ def test_binary_copy_round_trips_vectors_exactly(conn):
     ids = [uuid.uuid4() for _ in range(len(vectors))]
     with conn, conn.cursor() as cur:
         _batch(cur, "batch-ü")  # a non-ASCII batch id travels too
-        encoder_id = store.register_encoder(cur, "toy", 24, "fp", vectors[0])
-        assert store.copy_vectors(cur, [i.bytes for i in ids], "batch-ü", encoder_id, vectors) == 257
+        encoder_id = encoders.register_encoder(cur, "toy", 24, "fp", vectors[0])
+        assert bulk.copy_vectors(cur, [i.bytes for i in ids], "batch-ü", encoder_id, vectors) == 257
         cur.execute("SELECT cpe_id::text, batch_id, encoder_id, concept_vec::text FROM cpe_vector")
         rows = {r[0]: r for r in cur.fetchall()}
         cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
@@ -74,23 +75,23 @@ def test_binary_copy_round_trips_vectors_exactly(conn):
 def test_a_second_encoder_is_refused(conn):
     probe = np.ones(8, dtype=np.float32)
     with conn, conn.cursor() as cur:
-        first = store.register_encoder(cur, "a", 8, "fp-a", probe)
+        first = encoders.register_encoder(cur, "a", 8, "fp-a", probe)
         # the same encoder under another name, with float noise: accepted as the same
-        assert store.register_encoder(cur, "a-copy", 8, "fp-a2", probe + 1e-4) == first
-        with pytest.raises(store.EncoderMismatchError, match="refusing to mix"):
-            store.register_encoder(cur, "b", 8, "fp-b", np.arange(8, dtype=np.float32))
+        assert encoders.register_encoder(cur, "a-copy", 8, "fp-a2", probe + 1e-4) == first
+        with pytest.raises(EncoderMismatchError, match="refusing to mix"):
+            encoders.register_encoder(cur, "b", 8, "fp-b", np.arange(8, dtype=np.float32))
     with conn, conn.cursor() as cur:
-        with pytest.raises(store.EncoderMismatchError, match=r"\(8-D"):
-            store.register_encoder(cur, "c", 16, "fp-c", np.ones(16, dtype=np.float32))
+        with pytest.raises(EncoderMismatchError, match=r"\(8-D"):
+            encoders.register_encoder(cur, "c", 16, "fp-c", np.ones(16, dtype=np.float32))
 
 
 def test_copy_rows_keeps_every_string_exactly_and_none_as_null(conn):
     tricky = ["", "tab\there", "line\nbreak\r\n", "back\\slash", "\\N", '"quoted", comma', "Ünïcødé 漢字 🙂"]
     with conn, conn.cursor() as cur:
         _batch(cur)
-        store.copy_rows(cur, "quarantine", ("batch_id", "locator", "article_id", "reason", "raw_excerpt"),
+        bulk.copy_rows(cur, "quarantine", ("batch_id", "locator", "article_id", "reason", "raw_excerpt"),
                         [("b1", f"line {i}", None, "r", text) for i, text in enumerate(tricky)])
-        store.copy_rows(cur, "article", ("article_id", "batch_id", "ord", "title", "text", "url", "metadata"),
+        bulk.copy_rows(cur, "article", ("article_id", "batch_id", "ord", "title", "text", "url", "metadata"),
                         [("a1", "b1", 0, "T", "x", None, {"topic": "Arts\tand\ncrafts", "n": 1})])
         cur.execute("SELECT raw_excerpt, article_id FROM quarantine ORDER BY quarantine_id")
         assert cur.fetchall() == [(text, None) for text in tricky]

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from lvm_pipeline import ingest
-from lvm_pipeline.db.store import EncoderMismatchError
+from lvm_pipeline.errors import EncoderMismatchError
 from lvm_pipeline.sources import EmptySourceError, UnsupportedSourceError
-from lvm_pipeline_tests.conftest import write_jsonl
+from lvm_pipeline_tests.conftest import other_encoder_dir, write_jsonl
 
 
 def run_all(conn, path: Path, encoder, mode="packed"):
@@ -55,7 +55,8 @@ def test_a_batch_becomes_ordered_concepts_with_exact_offsets_and_full_vector_cov
     assert vectors.shape[1] == encoder.dimension
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     # a stored vector is the encoder's vector of that very concept text
-    (text, stored), = rows(conn, "SELECT e.concept_text, v.concept_vec::text FROM cpe_entry e JOIN cpe_vector v USING (cpe_id) LIMIT 1")
+    (text, stored), = rows(conn, "SELECT e.concept_text, v.concept_vec::text "
+                                 "FROM cpe_entry e JOIN cpe_vector v USING (cpe_id) LIMIT 1")
     np.testing.assert_allclose(json.loads(stored), encoder.encode([text])[0], atol=1e-5)
     (batch,) = rows(conn, "SELECT status, n_articles, n_concepts, n_vectors FROM batch")
     assert batch == ("embedded", 12, chunked.n_concepts, chunked.n_concepts)
@@ -177,17 +178,11 @@ def test_whole_file_problems_are_rejected_with_a_message(conn, tmp_path):
 
 
 def test_a_second_encoder_is_refused_for_the_same_database(conn, tmp_path, encoder, vital_records):
-    from sentence_transformers import SentenceTransformer, models
-
-    from lvm_pipeline.encoders import SentenceEncoder, resolve_model
+    from lvm_pipeline.encoders import SentenceEncoder
 
     path = write_jsonl(tmp_path / "b.jsonl", vital_records[:2])
     run_all(conn, path, encoder)
-    # a real, different encoder: MiniLM with a 64-D projection head, built and saved here
-    base = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
-    head = models.Dense(in_features=encoder.dimension, out_features=64)
-    SentenceTransformer(modules=[*base, head], device="cpu").save(str(tmp_path / "minilm-64"))
-    other = SentenceEncoder(str(tmp_path / "minilm-64"))
+    other = SentenceEncoder(str(other_encoder_dir(tmp_path / "minilm-64")))
     assert other.dimension == 64
     with pytest.raises(EncoderMismatchError, match="refusing to mix"):
         ingest.embed_batch(conn, "b.jsonl", other)

@@ -112,7 +112,7 @@ def test_dump_yields_main_namespace_articles_and_rejects_empty_pages(tmp_path):
     assert items == [
         Article("12", "Ada Lovelace", ADA_PLAIN, metadata={"revision_id": 1200}, locator="page 1 'Ada Lovelace'"),
         Rejected(locator="page 4 'Only templates'", reason="empty text: no text left after removing markup",
-                 excerpt="{{Infobox|a=b}}\n[[Category:Empty]]\n<ref>x</ref>", article_id="15"),
+                 excerpt="{{Infobox|a=b}} [[Category:Empty]] <ref>x</ref>", article_id="15"),
         Article("16", "Short", "A short page.", metadata={"revision_id": 1600}, locator="page 5 'Short'"),
     ]
 

@@ -8,9 +8,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lvm_pipeline.sources import (SUPPORTED_SUFFIXES, Article, EmptySourceError, Rejected, SourceError,
-                                  UnsupportedSourceError, read_batch, source_format)
-from lvm_pipeline.sources.records import EXCERPT_CHARS, to_article
+from lvm_pipeline.sources import (
+    SUPPORTED_SUFFIXES,
+    Article,
+    EmptySourceError,
+    Rejected,
+    SourceError,
+    UnsupportedSourceError,
+    read_batch,
+    source_format,
+)
+from lvm_pipeline.sources.records import to_article
+from lvm_pipeline.text import EXCERPT_CHARS
 
 
 def good(i: int, **extra) -> dict:
@@ -79,7 +88,7 @@ def test_jsonl_every_bad_line_is_rejected_with_its_reason_and_the_good_ones_kept
         "line 12": "missing title: the 'title' field is missing or blank",
         "line 13": "invalid text: the 'text' field is a number, not a string",
     }
-    assert items["line 5"].excerpt == '{"id": "a5", "title": "T5", "text": "caf\ufffd"}\n'
+    assert items["line 5"].excerpt == '{"id": "a5", "title": "T5", "text": "caf\ufffd"}'
     assert items["line 3"].article_id == "a3" and items["line 2"].article_id is None
     assert all(len(item.excerpt) <= EXCERPT_CHARS and "\x00" not in item.excerpt for item in items.values()
                if isinstance(item, Rejected))

@@ -12,10 +12,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from lvm_pipeline.config import settings
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.tmd import (
-    DOMAINS, MODIFIERS, TASKS, UNKNOWN, LLMTmdAssigner, ZeroShotTmdAssigner, assigner_from_config, lane_index,
-    pack_tmd, tmd_vector, tmd_vectors, unpack_tmd,
+    DOMAINS,
+    MODIFIERS,
+    TASKS,
+    UNKNOWN,
+    LLMTmdAssigner,
+    ZeroShotTmdAssigner,
+    assigner_from_config,
+    lane_index,
+    pack_tmd,
+    tmd_vector,
+    tmd_vectors,
+    unpack_tmd,
 )
 from lvm_pipeline.tmd.assigners import parse_answer
 
@@ -269,8 +280,8 @@ def test_llm_failures_are_not_cached(chat_server, tmp_path):
 
 def test_llm_api_key_only_from_the_environment(chat_server, monkeypatch):
     url, seen = chat_server(_answer(1))
-    monkeypatch.setenv("MY_KEY", "sk-test-123")
-    _assigner(url, api_key_env="MY_KEY").assign_domains(["t"], ["x"], [[0]])
-    monkeypatch.delenv("MY_KEY")
-    _assigner(url, api_key_env="MY_KEY").assign_domains(["t"], ["x"], [[0]])
+    monkeypatch.setenv("LVM_LLM_API_KEY", "sk-test-123")
+    _assigner(url, api_key=settings().llm_api_key).assign_domains(["t"], ["x"], [[0]])
+    monkeypatch.delenv("LVM_LLM_API_KEY")
+    _assigner(url, api_key=settings().llm_api_key).assign_domains(["t"], ["x"], [[0]])
     assert seen[0][0]["Authorization"] == "Bearer sk-test-123" and "Authorization" not in seen[1][0]

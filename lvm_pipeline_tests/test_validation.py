@@ -9,6 +9,7 @@ import numpy as np
 from dagster import RunConfig, build_sensor_context, materialize
 
 from lvm_pipeline import cli, validation
+from lvm_pipeline.db.batches import set_excluded
 from lvm_pipeline.defs import defs, resources
 from lvm_pipeline.defs.assets import ConceptChunksConfig, ingestion_assets
 from lvm_pipeline.defs.checks import gate_checks
@@ -104,8 +105,9 @@ def test_thresholds_are_set_per_run(database_url, dagster_instance, conn, vital_
 
 
 def test_warn_does_not_block(database_url, dagster_instance, conn, vital_records):
-    # one sentence per concept: far below the 250-400 character target -> chunk_boundaries WARN
-    result = run_batch(dagster_instance, "sentences.jsonl", vital_records[:40], mode="sentence")
+    # sentences held to a 200-character minimum mean length: chunk_boundaries WARNs, and nothing is blocked
+    strict = {"concept_chunks_chunk_boundaries": {"config": {"sentence_mean_min": 200}}}
+    result = run_batch(dagster_instance, "sentences.jsonl", vital_records[:40], mode="sentence", ops=strict)
     boundaries = checks(result)["chunk_boundaries"]
     assert boundaries.metadata["decision"].value == "WARN" and not boundaries.passed
     assert result.success and result.asset_materializations_for_node("tmd_codes")
@@ -142,6 +144,7 @@ def test_ordered_vectors_sensor_fires_when_the_passing_set_changes(database_url,
     run_batch(dagster_instance, "good.jsonl", vital_records[:20])
     grown = tick(empty.cursor)
     assert len(grown.run_requests) == 1
-    validation.set_excluded(conn, "good.jsonl", "on purpose, in a test")
+    with conn, conn.cursor() as cur:
+        set_excluded(cur, "good.jsonl", "on purpose, in a test")
     assert len(tick(grown.cursor).run_requests) == 1
     assert "excluded on purpose" in validation.batch_eligibility(conn)[0].reason

@@ -25,12 +25,14 @@ def test_load_vital_articles(records):
     assert all(" " not in r["url"] for r in records)
 
 
-def test_write_demo_batches_splits_in_order_and_is_idempotent(tmp_path, records):
+def test_write_demo_batches_deals_round_robin_and_is_idempotent(tmp_path, records):
     landing = tmp_path / "landing" / "new"  # created if missing
     paths = write_demo_batches(landing)
     assert [p.name for p in paths] == [f"vital_articles_{i:02d}_of_10.jsonl" for i in range(1, 11)]
-    ids = [json.loads(line)["id"] for p in paths for line in p.read_text(encoding="utf-8").splitlines()]
-    assert ids == [r["id"] for r in records]  # line counts sum to the total, order preserved across files
+    ids = [[json.loads(line)["id"] for line in p.read_text(encoding="utf-8").splitlines()] for p in paths]
+    assert ids == [[r["id"] for r in records[i::10]] for i in range(10)]  # dealt in turn, order kept in each file
+    topics = [{json.loads(line)["topic"] for line in p.read_text(encoding="utf-8").splitlines()} for p in paths]
+    assert all(len(t) >= 10 for t in topics)  # every batch samples the whole (topic-sorted) corpus
     assert sorted(p.name for p in landing.iterdir()) == [p.name for p in paths]  # no temp files left
 
     stamps = [p.stat().st_mtime_ns for p in paths]
@@ -43,7 +45,7 @@ def test_write_demo_batches_parquet_is_readable(tmp_path, records):
     assert [p.name for p in paths] == [f"vital_articles_{i:02d}_of_03.parquet" for i in (1, 2, 3)]
     articles = [a for p in paths for a in read_batch(p)]
     assert all(isinstance(a, Article) for a in articles)
-    assert [a.article_id for a in articles] == [r["id"] for r in records[:90]]
+    assert [a.article_id for a in articles] == [r["id"] for i in range(3) for r in records[:90][i::3]]
     assert articles[0].url == records[0]["url"] and articles[0].metadata == {
         "topic": records[0]["topic"], "description": records[0]["description"]}
 

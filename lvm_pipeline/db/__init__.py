@@ -1,16 +1,21 @@
-"""PostgreSQL: which server, connections, schema migrations, and the stage tables' queries."""
+"""PostgreSQL: which server, connections and schema migrations. Every SQL statement lives in this package.
+
+One module per concern: `batches`, `articles`, `concepts` (and one batch read back in order),
+`encoders`, `gates` (results and the alert outbox), `bulk` (COPY and paged reads).
+"""
 
 from __future__ import annotations
 
-import os
+import re
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import psycopg2
 
 from lvm_pipeline.config import APP_DATABASE, DAGSTER_DATABASE, Settings, settings
 from lvm_pipeline.db.migrations import migrate
 from lvm_pipeline.db.server import EmbeddedPostgres
+from lvm_pipeline.errors import DatabaseUnavailableError
 
 _migrated: set[str] = set()
 
@@ -36,8 +41,8 @@ def dagster_storage_url(config: Settings | None = None) -> str:
     shares the app database unless DAGSTER_PG_URL says otherwise.
     """
     config = config or settings()
-    if os.environ.get("DAGSTER_PG_URL"):
-        return os.environ["DAGSTER_PG_URL"]
+    if config.dagster_pg_url:
+        return config.dagster_pg_url
     url = database_url(config)
     if not config.database_url:
         url = embedded_server(config).url(DAGSTER_DATABASE)
@@ -47,7 +52,13 @@ def dagster_storage_url(config: Settings | None = None) -> str:
 @contextmanager
 def connect(url: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection to a migrated database (migrations run once per process and URL)."""
-    conn = psycopg2.connect(url)
+    try:
+        conn = psycopg2.connect(url)
+    except psycopg2.OperationalError as error:
+        reason = " ".join(str(error).split())
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {_without_password(url)}: {reason}. Check LVM_DATABASE_URL, "
+            f"or unset it to use the embedded server (`lvm-pipeline db start`)") from error
     try:
         if url not in _migrated:
             migrate(conn)
@@ -55,3 +66,7 @@ def connect(url: str) -> Iterator[psycopg2.extensions.connection]:
         yield conn
     finally:
         conn.close()
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)

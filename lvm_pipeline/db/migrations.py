@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
+from lvm_pipeline.errors import PipelineError
+
 _LOCK_KEY = 7_262_021  # pg_advisory_xact_lock key: one migrator at a time
 
 
@@ -20,7 +22,7 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-class MigrationError(RuntimeError):
+class MigrationError(PipelineError):
     """An applied migration's file changed, or the database is ahead of this code."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from lvm_pipeline.errors import PipelineError
+
 log = logging.getLogger(__name__)
 
 SERVER_USER = "lvm_postgres"  # system user that owns the cluster when we are root
@@ -32,7 +34,7 @@ SOCKET_PORT = 5432  # names the socket file only: the server listens on no TCP a
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(PipelineError):
     """The embedded server could not be set up or started."""
 
 

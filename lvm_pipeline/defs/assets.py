@@ -14,26 +14,31 @@ from pydantic import Field
 
 from lvm_pipeline import ingest
 from lvm_pipeline.config import settings
-from lvm_pipeline.db.store import EncoderMismatchError
-from lvm_pipeline.markdown import md_table
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import EncoderResource, LandingResource, PostgresResource
-from lvm_pipeline.sources import SourceError
+from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.markdown import md_table
+from lvm_pipeline.segmentation import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, DEFAULT_MODE
 from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
 from lvm_pipeline.tmd.assigners import assigner_from_config
 from lvm_pipeline.tmd.schema import DOMAINS, UNKNOWN
 
 GROUP = "ingestion"
 
+
 class RawArticlesConfig(Config):
     path: str = Field(default="", description="File to read; empty: the landing file named like the batch.")
     max_article_chars: int = Field(default=DEFAULT_MAX_ARTICLE_CHARS, description="Longer articles are quarantined.")
+    clean_html: bool = Field(default=True, description="JSONL/Parquet texts carrying HTML are stored as plain text.")
+
 
 class ConceptChunksConfig(Config):
-    mode: Literal["sentence", "packed"] = Field(default="packed", description="one concept per sentence, or whole sentences packed toward min..max chars")
-    min_chars: int = 250
-    max_chars: int = 400
+    mode: Literal["sentence", "packed"] = Field(
+        default=DEFAULT_MODE, description="one concept per sentence, or whole sentences packed toward min..max chars")
+    min_chars: int = DEFAULT_MIN_CHARS
+    max_chars: int = DEFAULT_MAX_CHARS
     dataset_source: str = Field(default="wikipedia", description="cpe_entry.dataset_source")
+
 
 @asset(partitions_def=batches, group_name=GROUP, kinds={"postgres"})
 def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, landing: LandingResource,
@@ -43,8 +48,8 @@ def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, land
     path = Path(config.path) if config.path else landing.resolved_path() / batch_id
     try:
         with database.connect() as conn:
-            report = ingest.parse_batch(conn, path, batch_id, config.max_article_chars)
-    except (SourceError, FileNotFoundError) as exc:
+            report = ingest.parse_batch(conn, path, batch_id, config.max_article_chars, config.clean_html)
+    except (PipelineError, FileNotFoundError) as exc:
         raise Failure(description=f"batch {batch_id!r} rejected: {exc}") from exc
     if report.n_quarantined:
         context.log.warning(f"{report.n_quarantined} of {report.n_records} records quarantined: {dict(report.reasons)}")
@@ -59,9 +64,15 @@ def raw_articles(context: AssetExecutionContext, config: RawArticlesConfig, land
             ["where", "article id", "reason", "excerpt"],
             [(r.locator, r.article_id or "", r.reason, r.excerpt) for r in report.quarantined],
         ) if report.quarantined else "nothing quarantined"),
+        "html_cleaned": report.n_html_cleaned,
+        "html_cleaned_examples": MetadataValue.md(md_table(
+            ["where", "article id", "plain text kept"],
+            [(a.locator, a.article_id, a.text) for a in report.html_cleaned],
+        ) if report.html_cleaned else "no text carried HTML"),
         "sample": MetadataValue.md(md_table(["id", "title", "text"], [(a.article_id, a.title, a.text) for a in report.sample])),
         "seconds": round(report.seconds, 2),
     })
+
 
 @asset(partitions_def=batches, group_name=GROUP, deps=[raw_articles], kinds={"postgres"})
 def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
@@ -84,6 +95,7 @@ def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
         "seconds": round(report.seconds, 2),
     })
 
+
 @asset(partitions_def=batches, group_name=GROUP, deps=[concept_chunks], kinds={"pytorch", "postgres"})
 def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
                     database: PostgresResource) -> MaterializeResult:
@@ -92,7 +104,7 @@ def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
     try:
         with database.connect() as conn:
             report = ingest.embed_batch(conn, context.partition_key, model)
-    except EncoderMismatchError as exc:
+    except PipelineError as exc:  # another encoder's vectors are in this database
         raise Failure(description=str(exc)) from exc
     return MaterializeResult(metadata={
         "encoder": report.encoder,
@@ -105,8 +117,10 @@ def concept_vectors(context: AssetExecutionContext, encoder: EncoderResource,
         "seconds": round(report.seconds, 2),
     })
 
+
 class TmdConfig(Config):
-    assigner: Literal["zero-shot", "llm"] = Field(default="zero-shot", description="zero-shot over the encoder, or an OpenAI-compatible LLM endpoint")
+    assigner: Literal["zero-shot", "llm"] = Field(
+        default="zero-shot", description="zero-shot over the encoder, or an OpenAI-compatible LLM endpoint")
     llm_base_url: str = Field(default="http://127.0.0.1:11434/v1", description="for assigner=llm (e.g. a local Ollama)")
     llm_model: str = Field(default="llama3.1", description="for assigner=llm; the key comes from LVM_LLM_API_KEY")
 
@@ -115,8 +129,8 @@ class TmdConfig(Config):
 def tmd_codes(context: AssetExecutionContext, config: TmdConfig, encoder: EncoderResource,
               database: PostgresResource) -> MaterializeResult:
     """Domain (per article), task and modifier (per concept) codes with confidences; unknown is explicit (-1)."""
-    options = ({"base_url": config.llm_base_url, "model": config.llm_model,
-                "cache_dir": settings().data_dir / "llm_cache"} if config.assigner == "llm" else {})
+    options = ({"base_url": config.llm_base_url, "model": config.llm_model, "api_key": settings().llm_api_key,
+                "cache_dir": settings().llm_cache_dir} if config.assigner == "llm" else {})
     assigner = assigner_from_config(config.assigner, encoder.get(), **options)
     with database.connect() as conn:
         report = ingest.assign_tmd(conn, context.partition_key, assigner)

@@ -1,7 +1,8 @@
 """The STOP/GO gates as asset checks, one per gate of `lvm_pipeline.validation.GATES`.
 
 A STOP of a blocking gate is a failed ERROR check: with blocking=True Dagster skips what depends on
-the asset in the same run. A WARN is a failed WARN check (never blocks). Every result is also
+the asset in the same run. A WARN (or a warn-only gate's STOP) is a failed WARN check, which never
+blocks. An informational gate's check always passes and carries its figures. Every result is also
 recorded in PostgreSQL (`gate_result`), which is what decides across runs.
 """
 
@@ -10,9 +11,15 @@ import typing
 import warnings
 
 import pydantic
-
-from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
-                     Config, MetadataValue, asset_check)
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetChecksDefinition,
+    AssetCheckSeverity,
+    Config,
+    MetadataValue,
+    asset_check,
+)
 from dagster._utils.warnings import PreviewWarning
 
 from lvm_pipeline import validation
@@ -20,12 +27,12 @@ from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import EncoderResource, PostgresResource
 
 
-def check_result(result, blocking: bool) -> AssetCheckResult:
+def check_result(result, gate: validation.Gate) -> AssetCheckResult:
     """What the UI shows for a gate: pass/fail, severity, figures, thresholds, worst examples."""
     stop = result.decision == "STOP"
     return AssetCheckResult(
         passed=result.decision == "GO",
-        severity=AssetCheckSeverity.ERROR if stop and blocking else AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.ERROR if stop and gate.blocking else AssetCheckSeverity.WARN,
         description=f"{result.decision}: {result.summary}",
         metadata={
             "decision": result.decision,
@@ -47,7 +54,7 @@ def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
     config_class = thresholds_config(gate)
 
     @asset_check(name=gate.name, asset=gate.asset, blocking=gate.blocking, partitions_def=batches,
-                 description=f"{'blocking ' if gate.blocking else ''}gate {gate.name} (see docs/GATES.md)")
+                 description=f"{gate.kind} gate {gate.name} (see docs/GATES.md)")
     def _check(context: AssetCheckExecutionContext, config: config_class, database: PostgresResource,
                encoder: EncoderResource) -> AssetCheckResult:
         with database.connect() as conn:
@@ -55,7 +62,7 @@ def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
                                               encoder.get() if gate.needs_encoder else None,
                                               run_id=context.run.run_id,
                                               thresholds=gate.thresholds(**config.model_dump()))
-        return check_result(result, gate.blocking)
+        return check_result(result, gate)
 
     return _check
 

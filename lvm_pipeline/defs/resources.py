@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from lvm_pipeline import db
-from lvm_pipeline.alerts import alert_message, write_alert
 from lvm_pipeline.config import settings
 from lvm_pipeline.encoders import SentenceEncoder
+from lvm_pipeline.validation.alerts import alert_message, write_alert
 
 
 class PostgresResource(ConfigurableResource):
@@ -63,11 +62,12 @@ class AlertResource(ConfigurableResource):
     slack_channel: str = Field(default="#lvm-oncall", description="Used when SLACK_TOKEN is set (needs dagster-slack).")
 
     def send(self, status, log) -> Path:
-        path = write_alert(Path(self.directory) if self.directory else settings().data_dir / "alerts", status)
+        config = settings()
+        path = write_alert(Path(self.directory) if self.directory else config.alerts_dir, status)
         log.warning(f"{alert_message(status)} ({path})")
-        if os.environ.get("SLACK_TOKEN"):
+        if config.slack_token:
             from dagster_slack import SlackResource
 
-            SlackResource(token=os.environ["SLACK_TOKEN"]).get_client().chat_postMessage(
+            SlackResource(token=config.slack_token).get_client().chat_postMessage(
                 channel=self.slack_channel, text=alert_message(status))
         return path

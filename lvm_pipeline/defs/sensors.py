@@ -6,27 +6,25 @@ import json
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
 
 from lvm_pipeline import validation
+from lvm_pipeline.db.batches import ingested_hashes
 from lvm_pipeline.defs.assets import ingestion_assets
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import AlertResource, LandingResource, PostgresResource
 from lvm_pipeline.defs.validated import ordered_vectors, phase_report
 from lvm_pipeline.landing import scan_landing
+from lvm_pipeline.validation.alerts import send_pending_alerts
 
 ingest_batch_job = define_asset_job("ingest_batch", selection=ingestion_assets, partitions_def=batches,
                                     description="parse -> chunk -> embed -> TMD codes for one landing batch, with its gates")
 
-def _ingested_hashes(database: PostgresResource) -> dict[str, str]:
-    """batch id -> content hash of batches fully ingested (by a run or by `lvm-pipeline ingest`)."""
-    with database.connect() as conn, conn.cursor() as cur:
-        cur.execute("SELECT batch_id, content_hash FROM batch WHERE status = 'embedded'")
-        return dict(cur.fetchall())
 
 @sensor(job=ingest_batch_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def landing_sensor(context: SensorEvaluationContext, landing: LandingResource,
                    database: PostgresResource) -> SensorResult:
     """Watch the landing folder; a file whose content hash changed is re-ingested under the same batch."""
     scan = scan_landing(landing.resolved_path(), json.loads(context.cursor) if context.cursor else {})
-    done = _ingested_hashes(database)
+    with database.connect() as conn, conn.cursor() as cur:
+        done = ingested_hashes(cur)
     todo = [(name, digest) for name, digest in scan.new + scan.changed if done.get(name) != digest]
     already = sorted({name for name, _ in scan.new + scan.changed} - {name for name, _ in todo})
     message = scan.summary() + "".join(f"\n  already ingested with this content: {name}" for name in already)
@@ -45,14 +43,12 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource,
 
 @sensor(asset_selection=[phase_report], minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def gate_sensor(context: SensorEvaluationContext, database: PostgresResource, alerts: AlertResource) -> SensorResult:
-    """React to new gate results: alert on every STOP and WARN, and refresh the batch's phase report."""
+    """React to new gate results: alert on every STOP and WARN (once), and refresh the batch's phase report."""
     with database.connect() as conn:
+        send_pending_alerts(conn, lambda status: alerts.send(status, context.log))
         fresh = validation.gate_results_since(conn, int(context.cursor or 0))
     if not fresh:
         return SensorResult(skip_reason="no new gate results")
-    for _, status in fresh:
-        if status.decision != "GO":
-            alerts.send(status, context.log)
     last_id = fresh[-1][0]
     batch_ids = sorted({status.batch_id for _, status in fresh})
     return SensorResult(

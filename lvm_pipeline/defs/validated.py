@@ -2,12 +2,13 @@
 
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from lvm_pipeline import reports, validation
+from lvm_pipeline import validation
 from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.ordered import export_ordered
-from lvm_pipeline.markdown import md_table
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import PostgresResource
+from lvm_pipeline.markdown import md_table
+from lvm_pipeline.validation.phase_report import phase_report as build_phase_report
 
 
 @asset(partitions_def=batches, group_name="validation", kinds={"markdown"})
@@ -18,7 +19,7 @@ def phase_report(context: AssetExecutionContext, database: PostgresResource) -> 
     gate sensor requests it whenever new gate results arrive.
     """
     with database.connect() as conn:
-        report = reports.phase_report(context.partition_key, validation.gate_status(conn, context.partition_key))
+        report = build_phase_report(context.partition_key, validation.gate_status(conn, context.partition_key))
     return MaterializeResult(metadata={"decision": report.decision, "rationale": report.rationale,
                                        "report": MetadataValue.md(report.markdown)})
 

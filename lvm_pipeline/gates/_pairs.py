@@ -1,20 +1,14 @@
-"""Index pairs of rows ordered by (article, seq), and row-wise cosines."""
+"""Index pairs of rows ordered by (article, seq): neighbours within an article, random pairs across articles."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from lvm_pipeline.arrays import article_runs
+
 _MAX_ROUNDS = 50
-
-
-def article_runs(article_ids: Sequence) -> np.ndarray:
-    """Run number of each row: consecutive rows with the same article id share one."""
-    ids = np.asarray(article_ids)
-    if ids.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(([0], np.cumsum(ids[1:] != ids[:-1])))
 
 
 def pairs_at(article_ids: Sequence, k: int) -> np.ndarray:
@@ -30,18 +24,6 @@ def centres_at(article_ids: Sequence, k: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     t = np.arange(k, runs.size - k)
     return t[(runs[t - k] == runs[t]) & (runs[t] == runs[t + k])]
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), as float64."""
-    v = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
-
-
-def cosines(unit: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """cos(unit[i], unit[j]) for each index pair (rows already unit-norm)."""
-    return np.einsum("nd,nd->n", unit[i], unit[j])
 
 
 def cross_article_pairs(article_ids: Sequence, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

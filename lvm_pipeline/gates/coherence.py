@@ -8,14 +8,15 @@ A batch of a single article has no baseline: its gap is None and not graded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from lvm_pipeline.gates._pairs import cosines, cross_article_pairs, pairs_at, unit_rows
+from lvm_pipeline.arrays import cosines, unit_rows
+from lvm_pipeline.gates._pairs import cross_article_pairs, pairs_at
 from lvm_pipeline.gates.result import GateResult, Rule, at_least, at_most, below, fmt, judge
-from lvm_pipeline.markdown import excerpt
+from lvm_pipeline.text import excerpt
 
 GATE = "coherence"
 MAX_WORST = 10

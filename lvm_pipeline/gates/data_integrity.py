@@ -4,13 +4,13 @@ non-empty text and a unique id, all from one encoder. Any violation is a STOP.""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from lvm_pipeline.gates.result import Bound, GateResult, Rule, above, at_least, at_most, below, judge
-from lvm_pipeline.markdown import excerpt
+from lvm_pipeline.text import excerpt
 
 GATE = "data_integrity"
 MAX_WORST = 10

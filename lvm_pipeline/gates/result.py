@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -123,12 +124,15 @@ def judge(gate: str, figures: Mapping[str, Any], rules: Mapping[str, Rule], *,
     status = {name: grade for name, rule in rules.items()
               if (grade := rule.grade(plain_figures[name])) is not None}
     decision: Decision = max(status.values(), key=_SEVERITY.__getitem__, default="GO")
-    if decision == "GO":
+    if not status:
+        summary = ""
+    elif decision == "GO":
         summary = "all graded figures GO: " + ", ".join(f"{n}={fmt(plain_figures[n])}" for n in status)
     else:
         summary = ", ".join(f"{n}={fmt(plain_figures[n])} ({rules[n]})" for n, g in status.items() if g == decision)
     if note:
-        summary += f"; {note}"
+        summary = f"{summary}; {note}" if summary else note
+    summary = summary or "not graded"
     thresholds = {name: str(rule) for name, rule in rules.items()} | dict(settings or {})
     return GateResult(gate=gate, decision=decision, figures=plain_figures, thresholds=thresholds,
                       summary=summary, worst=[{k: plain(v) for k, v in row.items()} for row in worst],

@@ -1,20 +1,21 @@
 """TMD distribution: a batch's domains must be spread out and mostly known.
 
-Unknown is the explicit code -1 (confidence below threshold), never domain 0 (Science). Shares
-are of all concepts, unknown ones included.
+Unknown is the explicit code UNKNOWN (-1, confidence below threshold), never domain 0 (Science); a
+concept not labelled yet (NOT_ASSIGNED, -2) counts as unknown too. Shares are of all concepts,
+unknown ones included.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from lvm_pipeline.gates.result import GateResult, Rule, above, at_least, below, judge
+from lvm_pipeline.tmd.schema import NOT_ASSIGNED, UNKNOWN
 
 GATE = "tmd_distribution"
-UNKNOWN = -1
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,13 @@ class TmdDistributionThresholds:
 
 def check_tmd_distribution(domain_codes: Sequence[int], domain_names: Sequence[str],
                            thresholds: TmdDistributionThresholds = TmdDistributionThresholds()) -> GateResult:
-    """Spread of domain codes (0..len(domain_names)-1, or -1 for unknown) over one batch."""
+    """Spread of domain codes (0..len(domain_names)-1, UNKNOWN or NOT_ASSIGNED) over one batch."""
     t = thresholds
     codes = np.asarray(domain_codes, dtype=np.int64)
-    if codes.size and (codes.min() < UNKNOWN or codes.max() >= len(domain_names)):
-        raise ValueError(f"domain codes must lie in -1..{len(domain_names) - 1}, "
+    if codes.size and (codes.min() < NOT_ASSIGNED or codes.max() >= len(domain_names)):
+        raise ValueError(f"domain codes must lie in {NOT_ASSIGNED}..{len(domain_names) - 1}, "
                          f"got {codes.min()}..{codes.max()}")
-    counts = np.bincount(codes[codes != UNKNOWN], minlength=len(domain_names))
+    counts = np.bincount(codes[codes >= 0], minlength=len(domain_names))
     n = int(codes.size)
     shares = counts / n if n else np.zeros(len(domain_names))
     top = int(counts.argmax())

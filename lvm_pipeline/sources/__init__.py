@@ -7,21 +7,27 @@ This layer knows nothing of Dagster or the database.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from lvm_pipeline.sources.jsonl import read_jsonl
 from lvm_pipeline.sources.mediawiki import read_mediawiki
 from lvm_pipeline.sources.parquet import read_parquet
-from lvm_pipeline.sources.records import (DEFAULT_MAX_ARTICLE_CHARS, Article, EmptySourceError, Rejected,
-                                          SourceError, UnsupportedSourceError)
+from lvm_pipeline.sources.records import (
+    DEFAULT_MAX_ARTICLE_CHARS,
+    Article,
+    EmptySourceError,
+    Rejected,
+    SourceError,
+    UnsupportedSourceError,
+)
 
 __all__ = ["Article", "Rejected", "SourceError", "UnsupportedSourceError", "EmptySourceError",
-           "SUPPORTED_SUFFIXES", "source_format", "read_batch"]
+           "SUPPORTED_SUFFIXES", "check_source", "source_format", "read_batch"]
 
 SUPPORTED_SUFFIXES = (".jsonl", ".parquet", ".xml", ".xml.bz2")
 _FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".xml": "mediawiki", ".xml.bz2": "mediawiki"}
-_READERS: dict[str, Callable[[Path, int], Iterator[Article | Rejected]]] = {
+_READERS: dict[str, Callable[[Path, int, bool], Iterator[Article | Rejected]]] = {
     "jsonl": read_jsonl, "parquet": read_parquet, "mediawiki": read_mediawiki,
 }
 _SCAN_BYTES = 1 << 16
@@ -33,13 +39,22 @@ def source_format(path: str | os.PathLike) -> str | None:
     return next((fmt for suffix, fmt in _FORMATS.items() if name.endswith(suffix)), None)
 
 
-def read_batch(path: str | os.PathLike, *,
-               max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS) -> Iterator[Article | Rejected]:
+def read_batch(path: str | os.PathLike, *, max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS,
+               clean_html: bool = True) -> Iterator[Article | Rejected]:
     """Stream a landing file as Articles and Rejected records, in file order.
+
+    With `clean_html`, a plain-text source's (JSONL, Parquet) text that carries HTML becomes its
+    plain text (`Article.html_cleaned`); MediaWiki pages are always turned into plain text.
 
     Raises now, before the first record: UnsupportedSourceError (unknown suffix),
     FileNotFoundError, EmptySourceError (0 bytes or only whitespace), SourceError (unreadable file).
     """
+    path = Path(path)
+    return _READERS[check_source(path)](path, max_article_chars, clean_html)
+
+
+def check_source(path: str | os.PathLike) -> str:
+    """The file's format; SourceError (or FileNotFoundError) now if it cannot be a batch, saying why."""
     path = Path(path)
     fmt = source_format(path)
     if fmt is None:
@@ -49,7 +64,7 @@ def read_batch(path: str | os.PathLike, *,
         raise FileNotFoundError(f"{path}: no such file")
     if _is_blank(path):
         raise EmptySourceError(f"{path}: the file is empty")
-    return _READERS[fmt](path, max_article_chars)
+    return fmt
 
 
 def _is_blank(path: Path) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, NamedTuple
 
-from lvm_pipeline.sources.records import Article, Rejected, excerpt, to_article, utf8_error_detail
+from lvm_pipeline.sources.records import Article, Rejected, to_article, utf8_error_detail
+from lvm_pipeline.text import excerpt
 
 CHUNK_BYTES = 1 << 20
 # The longest line that can still hold a valid article: every character escaped as a
@@ -22,7 +24,7 @@ class _Oversized(NamedTuple):
     length: int
 
 
-def read_jsonl(path: Path, max_article_chars: int) -> Iterator[Article | Rejected]:
+def read_jsonl(path: Path, max_article_chars: int, clean_html: bool) -> Iterator[Article | Rejected]:
     """Yield one Article or Rejected per non-blank line ("line N", 1-based)."""
     max_line_bytes = max_article_chars * _BYTES_PER_CHAR + _LINE_OVERHEAD
     with open(path, "rb") as f:
@@ -33,7 +35,7 @@ def read_jsonl(path: Path, max_article_chars: int) -> Iterator[Article | Rejecte
                                       f"{max_line_bytes:,}-byte limit for {max_article_chars:,}-character articles")
             elif line.strip():
                 yield _parse_line(line.removeprefix(b"\xef\xbb\xbf") if number == 1 else line,
-                                  f"line {number}", max_article_chars)
+                                  f"line {number}", max_article_chars, clean_html)
 
 
 def _lines(f: BinaryIO, max_line_bytes: int) -> Iterator[bytes | _Oversized]:
@@ -48,7 +50,7 @@ def _lines(f: BinaryIO, max_line_bytes: int) -> Iterator[bytes | _Oversized]:
         yield _Oversized(line[:1024], length + len(rest))
 
 
-def _parse_line(line: bytes, locator: str, max_article_chars: int) -> Article | Rejected:
+def _parse_line(line: bytes, locator: str, max_article_chars: int, clean_html: bool) -> Article | Rejected:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -59,4 +61,4 @@ def _parse_line(line: bytes, locator: str, max_article_chars: int) -> Article | 
     except json.JSONDecodeError as error:
         return Rejected(locator=locator, excerpt=excerpt(line),
                         reason=f"malformed JSON: {error.msg} (column {error.colno})")
-    return to_article(record, locator, max_article_chars, raw=text)
+    return to_article(record, locator, max_article_chars, raw=text, html=clean_html)

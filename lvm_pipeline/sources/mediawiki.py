@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bz2
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 from xml.etree.ElementTree import ParseError
 
 import mwparserfromhell
@@ -15,7 +16,8 @@ from mwparserfromhell.wikicode import Wikicode
 from mwxml.element_iterator import ElementIterator
 from mwxml.errors import MalformedXML
 
-from lvm_pipeline.sources.records import Article, Rejected, corrupt_file, excerpt, to_article
+from lvm_pipeline.sources.records import Article, Rejected, corrupt_file, to_article
+from lvm_pipeline.text import excerpt
 
 # Sections dropped with their subsections (matched case-insensitively).
 BOILERPLATE_SECTIONS = frozenset({"references", "external links", "see also", "further reading", "notes",
@@ -36,10 +38,11 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _CORRUPTION = (EOFError, OSError, ParseError, MalformedXML)
 
 
-def read_mediawiki(path: Path, max_article_chars: int) -> Iterator[Article | Rejected]:
+def read_mediawiki(path: Path, max_article_chars: int, clean_html: bool = True) -> Iterator[Article | Rejected]:
     """Yield one Article or Rejected per main-namespace, non-redirect page ("page N 'Title'").
 
-    A truncated or corrupt file ends the iteration with one Rejected ("after page N").
+    A truncated or corrupt file ends the iteration with one Rejected ("after page N"). HTML tags in
+    wikitext are parsed by mwparserfromhell with the rest of the markup, so `clean_html` changes nothing.
     """
     completed = 0  # pages read whole
     with _open(path) as f:
@@ -63,8 +66,8 @@ def _open(path: Path) -> BinaryIO:
 
 def _latest_revision(page: mwxml.Page) -> mwxml.Revision | None:
     latest = None
-    for latest in page:
-        pass
+    for revision in page:
+        latest = revision
     return latest
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lvm_pipeline.sources.records import (Article, Rejected, SourceError, corrupt_file, record_excerpt,
-                                          to_article, utf8_error_detail)
+from lvm_pipeline.sources.records import (
+    Article,
+    Rejected,
+    SourceError,
+    corrupt_file,
+    record_excerpt,
+    to_article,
+    utf8_error_detail,
+)
 
 REQUIRED_COLUMNS = ("id", "title", "text")
 BATCH_ROWS = 1_024
 
 
-def read_parquet(path: Path, max_article_chars: int) -> Iterator[Article | Rejected]:
+def read_parquet(path: Path, max_article_chars: int, clean_html: bool) -> Iterator[Article | Rejected]:
     """Open and check the schema now (SourceError if unreadable or a required column is missing);
     return a lazy iterator of one Article or Rejected per row ("row N", 1-based)."""
     try:
@@ -28,23 +35,25 @@ def read_parquet(path: Path, max_article_chars: int) -> Iterator[Article | Rejec
         raise SourceError(f"{path}: missing required column(s) {', '.join(missing)}; "
                           f"found: {', '.join(schema.names) or 'no columns'}")
     binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
-    return _rows(parquet, binary, max_article_chars)
+    return _rows(parquet, binary, max_article_chars, clean_html)
 
 
-def _rows(parquet: pq.ParquetFile, binary: set[str], max_article_chars: int) -> Iterator[Article | Rejected]:
+def _rows(parquet: pq.ParquetFile, binary: set[str], max_article_chars: int,
+          clean_html: bool) -> Iterator[Article | Rejected]:
     number = 0
     try:
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
             for row in batch.to_pylist():
                 number += 1
-                yield _decoded(row, binary, f"row {number}", max_article_chars)
+                yield _decoded(row, binary, f"row {number}", max_article_chars, clean_html)
     except (pa.ArrowException, OSError) as error:
         yield corrupt_file(f"row {number}", error)
     finally:
         parquet.close()
 
 
-def _decoded(row: dict, binary: set[str], locator: str, max_article_chars: int) -> Article | Rejected:
+def _decoded(row: dict, binary: set[str], locator: str, max_article_chars: int,
+             clean_html: bool) -> Article | Rejected:
     """Decode the row's binary columns as strict UTF-8, then validate it."""
     for name in binary:
         if isinstance(value := row[name], bytes):
@@ -54,4 +63,4 @@ def _decoded(row: dict, binary: set[str], locator: str, max_article_chars: int) 
                 row[name] = value.decode("utf-8", errors="replace")
                 return Rejected(locator=locator, excerpt=record_excerpt(row),
                                 reason=f"invalid UTF-8: {utf8_error_detail(error, f'column {name!r}')}")
-    return to_article(row, locator, max_article_chars)
+    return to_article(row, locator, max_article_chars, html=clean_html)

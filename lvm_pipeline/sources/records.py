@@ -1,21 +1,20 @@
 """What a source yields (`Article` or `Rejected`), the whole-file errors, and the one record validator.
 
-JSONL and Parquet records both go through `to_article`; the MediaWiki reader uses it too, after
-turning wikitext into plain text. A rejection's reason is "<kind>: <detail>" and its excerpt is
-short, storable text.
+JSONL and Parquet records both go through `to_article`, which also turns a `text` carrying HTML
+into plain text (`clean_html`); the MediaWiki reader uses it too, after turning wikitext into
+plain text. A rejection's reason is "<kind>: <detail>" and its excerpt is short, storable text.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
-EXCERPT_CHARS = 300
-DEFAULT_MAX_ARTICLE_CHARS = 1_000_000
+from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.markup import clean_html
+from lvm_pipeline.text import UNSTORABLE, excerpt
 
-# PostgreSQL `text` cannot store NUL; a lone surrogate is not valid UTF-8 (json.loads lets both through).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+DEFAULT_MAX_ARTICLE_CHARS = 1_000_000
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -25,10 +24,11 @@ class Article:
 
     article_id: str  # stripped, non-empty
     title: str  # stripped, non-empty
-    text: str  # non-empty after strip; kept exactly as given (char offsets index into it)
+    text: str  # non-empty after strip; as given, or its plain text if it carried HTML (char offsets index into it)
     url: str | None = None
     metadata: dict = field(default_factory=dict)  # extra JSON-serialisable fields
     locator: str = ""  # "line 12", "row 40", "page 7 'Title'"
+    html_cleaned: bool = False  # the text carried HTML and was turned into plain text
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +37,11 @@ class Rejected:
 
     locator: str
     reason: str  # "<kind>: <detail>"
-    excerpt: str  # at most EXCERPT_CHARS characters of the raw input, storable UTF-8
+    excerpt: str  # a short, storable excerpt of the raw input (lvm_pipeline.text.excerpt)
     article_id: str | None = None
 
 
-class SourceError(ValueError):
+class SourceError(PipelineError, ValueError):
     """The whole file cannot be read as a batch."""
 
 
@@ -51,13 +51,6 @@ class UnsupportedSourceError(SourceError):
 
 class EmptySourceError(SourceError):
     """The file is empty or holds only whitespace."""
-
-
-def excerpt(raw: str | bytes) -> str:
-    """The first EXCERPT_CHARS characters of `raw`; undecodable bytes, NUL and lone surrogates become U+FFFD."""
-    if isinstance(raw, bytes):
-        raw = raw[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
-    return _UNSTORABLE.sub("\ufffd", raw[:EXCERPT_CHARS])
 
 
 def record_excerpt(record: object) -> str:
@@ -77,10 +70,11 @@ def corrupt_file(after: str, error: BaseException) -> Rejected:
 
 
 def to_article(record: object, locator: str, max_article_chars: int = DEFAULT_MAX_ARTICLE_CHARS, *,
-               raw: str | bytes | None = None) -> Article | Rejected:
+               raw: str | bytes | None = None, html: bool = False) -> Article | Rejected:
     """Validate one record (`id`, `title`, `text`, optional `url`; any other non-None key -> metadata).
 
     `raw` is the record as it appeared in the file, for a rejection's excerpt (default: the record as JSON).
+    With `html`, a text carrying HTML is replaced by its plain text (a text with nothing left is rejected).
     """
     def reject(reason: str, article_id: str | None = None) -> Rejected:
         shown = excerpt(raw) if raw is not None else record_excerpt(record)
@@ -93,12 +87,17 @@ def to_article(record: object, locator: str, max_article_chars: int = DEFAULT_MA
         return reject(f"missing id: the 'id' field is {_blank_or_type(record.get('id'))}")
     if (problem := _field_problem(record, max_article_chars)) is not None:
         return reject(problem, article_id)
+    text, cleaned = record["text"], None
+    if html and (cleaned := clean_html(text)) is not None:
+        if not cleaned.strip():
+            return reject("empty text: nothing but markup in the 'text' field", article_id)
+        text = cleaned
     url = record.get("url")
     metadata = {key: _json_safe(value) for key, value in record.items()
                 if key not in ("id", "title", "text", "url") and value is not None}
-    return Article(article_id=article_id, title=record["title"].strip(), text=record["text"],
+    return Article(article_id=article_id, title=record["title"].strip(), text=text,
                    url=(url.strip() or None) if isinstance(url, str) else None,
-                   metadata=metadata, locator=locator)
+                   metadata=metadata, locator=locator, html_cleaned=cleaned is not None)
 
 
 def _field_problem(record: dict, max_article_chars: int) -> str | None:
@@ -141,7 +140,7 @@ def _blank_or_type(value: object) -> str:
 def _unstorable(value: object, where: str = "the record") -> str | None:
     """Where the first string (or key) PostgreSQL cannot store is, and what it holds; None if there is none."""
     if isinstance(value, str):
-        if (bad := _UNSTORABLE.search(value)) is None:
+        if (bad := UNSTORABLE.search(value)) is None:
             return None
         what = "a NUL character" if bad.group() == "\x00" else f"an unpaired surrogate U+{ord(bad.group()):04X}"
         return f"{where} contains {what} at position {bad.start()}"

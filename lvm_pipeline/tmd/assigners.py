@@ -12,9 +12,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import requests
@@ -114,12 +115,13 @@ class LLMTmdAssigner:
     a request still failing after `retries` retries (connection error, timeout, 429 or 5xx, with
     exponential backoff from `backoff_s`); failures are logged, never raised. Answers (raw text)
     are cached in `cache_dir/llm_cache.sqlite` keyed by sha256(model, prompt), so a re-run makes
-    no calls; failed requests are not cached. The API key, if any, comes only from `api_key_env`.
+    no calls; failed requests are not cached. The API key, if any, is the caller's (from the
+    environment: `Settings.llm_api_key`), never in code or config files.
     """
 
     name = "llm"
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "LVM_LLM_API_KEY", timeout_s: float = 30,
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 30,
                  retries: int = 3, cache_dir: str | os.PathLike | None = None, *,
                  threshold: float = LLM_THRESHOLD, backoff_s: float = 1.0):
         if retries < 0:
@@ -128,7 +130,6 @@ class LLMTmdAssigner:
         self.model, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
         self.threshold = threshold
         self.session = requests.Session()
-        api_key = os.environ.get(api_key_env)
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.cache = _AnswerCache(Path(cache_dir) / "llm_cache.sqlite") if cache_dir is not None else None

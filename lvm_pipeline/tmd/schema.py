@@ -1,7 +1,8 @@
 """The TMD code: 16 domains x 32 tasks x 64 modifiers, packed into 16 bits (DESIGN.md section 5).
 
 `bits = (domain << 12) | (task << 7) | (modifier << 1)`; bit 0 is spare. Code 0 is a real label
-(Science, Definition, Historical): "unknown" is `UNKNOWN` (-1), which never packs.
+(Science, Definition, Historical): "unknown" is `UNKNOWN` (-1), which never packs, and a concept
+not labelled yet reads as `NOT_ASSIGNED` (-2; NULL in the database).
 Each label carries a one-sentence description; the zero-shot assigner embeds it.
 """
 
@@ -12,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-UNKNOWN = -1
+UNKNOWN = -1  # the assigner was not confident enough (or could not answer)
+NOT_ASSIGNED = -2  # the tmd_codes stage has not run on the concept yet
 TMD_DIM = 16
 CODE_BITS = 15
 _PROJECTION_SEED = 20240516
