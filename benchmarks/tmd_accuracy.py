@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvm_pipeline.arrays import unit_rows
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.segmentation import segment
 from lvm_pipeline.sources.vital_articles import load_vital_articles
@@ -54,8 +55,7 @@ def article_vectors(encoder: SentenceEncoder, texts: list[str], mode: str, cache
         chunks = [[chunk.text for chunk in segment(text, mode)] for text in texts]
         concept_vectors = encoder.encode([chunk for article in chunks for chunk in article])
         starts = np.cumsum([0] + [len(article) for article in chunks[:-1]])
-        vectors = np.add.reduceat(concept_vectors, starts, axis=0)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = unit_rows(np.add.reduceat(concept_vectors, starts, axis=0), dtype=np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors

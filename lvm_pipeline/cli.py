@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import get_args
 
 from lvm_pipeline import db
 from lvm_pipeline.config import export_dagster_environment, settings
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
 log = logging.getLogger("lvm_pipeline")
 
@@ -117,7 +120,7 @@ def ingest_paths(paths: list[Path], mode: str | None = None, debug: bool = False
                 print(f"  {line}")
         else:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
-            reason = failure.step_failure_data.error.message.strip() if failure else "see the run's logs"
+            reason = failure_reason(failure.step_failure_data.error) if failure else "see the run's logs"
             print(f"FAILED {key}: {reason} (run {result.run_id[:8]})", file=sys.stderr)
             for line in not_go:
                 print(f"  {line}", file=sys.stderr)
@@ -137,6 +140,14 @@ def send_alerts() -> int:
     if sent:
         print(f"{len(sent)} alert(s) written to {settings().alerts_dir}", file=sys.stderr)
     return len(sent)
+
+
+def failure_reason(error) -> str:
+    """The innermost cause of a failed step (Dagster wraps the asset's own exception), on one line."""
+    while error.cause is not None:
+        error = error.cause
+    message = " ".join(error.message.split())
+    return re.sub(r"^[A-Za-z_][\w]*(\.[\w]+)+: ", "", message)  # "lvm_pipeline.x.SomeError: why" -> "why"
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -248,18 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
         p.add_argument("--landing", type=Path, default=None, help="default: $LVM_DATA_DIR/landing")
 
+    def mode_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mode", choices=get_args(SegmentationMode), default=None,
+                       help=f"segmentation (default: {DEFAULT_MODE})")
+
     p = sub.add_parser("demo-data", help="write the vital-articles demo corpus as landing batches")
     demo_options(p)
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("demo", help="start the database, write the demo batches and ingest them")
     demo_options(p)
-    p.add_argument("--mode", choices=["packed", "sentence"], default=None, help="segmentation (default: packed)")
+    mode_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--mode", choices=["packed", "sentence"], default=None, help="segmentation (default: packed)")
+    mode_option(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("batches", help="list batches with counts and vector coverage")

@@ -90,3 +90,9 @@ def test_an_unknown_batch_and_another_encoder_fail_with_their_reason(database_ur
     err = capsys.readouterr().err
     assert "FAILED c.jsonl" in err and "refusing to mix" in err and "Traceback" not in err
 
+    monkeypatch.setenv("LVM_ENCODER", str(tmp_path / "no-such-model"))
+    assert cli.main(["ingest", str(again)]) == 1
+    (line,) = [row for row in capsys.readouterr().err.splitlines() if row.startswith("FAILED")]
+    assert "no-such-model' is neither the packaged all-MiniLM-L6-v2 nor a local model directory" in line
+    assert "DagsterExecutionStepExecutionError" not in line
+

@@ -55,7 +55,7 @@ def connect(url: str) -> Iterator[psycopg2.extensions.connection]:
     try:
         conn = psycopg2.connect(url)
     except psycopg2.OperationalError as error:
-        reason = " ".join(str(error).split())
+        reason = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {_without_password(url)}: {reason}. Check LVM_DATABASE_URL, "
             f"or unset it to use the embedded server (`lvm-pipeline db start`)") from error

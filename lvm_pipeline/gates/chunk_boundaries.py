@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
 from lvm_pipeline.gates.result import GateResult, Rule, at_least, at_most, below, judge, mean_or_none
-from lvm_pipeline.segmentation import DEFAULT_MODE
+from lvm_pipeline.segmentation import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, DEFAULT_MODE, SegmentationMode
 from lvm_pipeline.text import excerpt
 
 GATE = "chunk_boundaries"
@@ -32,9 +33,9 @@ class ChunkBoundaryThresholds:
     stop_complete_share: float = 0.5  # STOP below
     go_short_share: float = 0.02  # share of short chunks; WARN above (demo batches: at most 0.3%)
     go_long_share: float = 0.02  # share of long chunks; WARN above (demo batches: 0)
-    packed_mean_min: float = 250  # packed mode: GO mean length range, and what is short / long
-    packed_mean_max: float = 400
-    packed_short_chars: int = 50
+    packed_mean_min: float = DEFAULT_MIN_CHARS  # packed mode: GO mean length range (the packer's target) ...
+    packed_mean_max: float = DEFAULT_MAX_CHARS
+    packed_short_chars: int = 50  # ... and what is short / long
     packed_long_chars: int = 1000
     sentence_mean_min: float = 60  # sentence mode: the same
     sentence_mean_max: float = 250
@@ -52,7 +53,7 @@ class LengthRange:
 
 def length_range(t: ChunkBoundaryThresholds, mode: str) -> LengthRange:
     """The length thresholds of a segmentation mode ("packed" or "sentence")."""
-    if mode not in ("packed", "sentence"):
+    if mode not in get_args(SegmentationMode):
         raise ValueError(f"unknown segmentation mode {mode!r}")
     return LengthRange(*(getattr(t, f"{mode}_{name}") for name in ("mean_min", "mean_max", "short_chars", "long_chars")))
 

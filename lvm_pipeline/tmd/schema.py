@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from lvm_pipeline.arrays import unit_rows
+
 UNKNOWN = -1  # the assigner was not confident enough (or could not answer)
 NOT_ASSIGNED = -2  # the tmd_codes stage has not run on the concept yet
 TMD_DIM = 16
@@ -203,7 +205,7 @@ def tmd_vectors(bits: np.ndarray) -> np.ndarray:
     lanes = (np.asarray(bits, dtype=np.int64).reshape(-1) >> 1) & 0x7FFF
     signs = ((lanes[:, None] >> np.arange(CODE_BITS)) & 1) * 2.0 - 1.0
     vectors = signs @ _PROJECTION
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return unit_rows(vectors, dtype=np.float32)
 
 
 def tmd_vector(bits: int) -> np.ndarray:
