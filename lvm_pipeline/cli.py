@@ -21,6 +21,7 @@ from lvm_pipeline.errors import PipelineError
 from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
 log = logging.getLogger("lvm_pipeline")
+DEMO_MODE = "sentence"  # the demo's leads are short: one concept per sentence (DESIGN.md section 4)
 
 
 def run_logs(debug: bool = False) -> dict:
@@ -155,28 +156,42 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the database, write the demo batches, ingest them all, build ordered_vectors."""
+    """Start the database, write the demo batches, ingest them all, build the bank and what follows it."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
-    failed = ingest_paths(write_demo(args), args.mode, args.debug)
-    build_ordered_vectors(args.debug)
+    failed = ingest_paths(write_demo(args), args.mode or DEMO_MODE, args.debug)
     cmd_batches(argparse.Namespace())
     cmd_gates(argparse.Namespace(batch=None, json=False))
-    return 1 if failed else 0
+    return 1 if failed or not build_downstream(args.debug) else 0
 
 
-def build_ordered_vectors(debug: bool = False) -> None:
-    """Materialize ordered_vectors now (the sensor does it when the daemon runs)."""
+def build_downstream(debug: bool = False) -> bool:
+    """Materialize the bank, the training sequences (with the leakage check) and what follows them now,
+    as the sensor's run does when the daemon runs; print a line for each. False if the run failed."""
     from dagster import DagsterInstance, RunConfig, materialize
 
-    from lvm_pipeline.defs import resources
-    from lvm_pipeline.defs.validated import ordered_vectors
+    from lvm_pipeline.defs import downstream_assets, resources
+    from lvm_pipeline.defs.datasets import leakage
 
     prepare_dagster_env()
-    result = materialize([ordered_vectors], instance=DagsterInstance.get(), resources=resources(),
-                         run_config=RunConfig(loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"})
-    meta = result.asset_materializations_for_node("ordered_vectors")[0].metadata
-    print(f"ordered_vectors: {meta['concepts'].value} concepts from {meta['batches_included'].value} batches "
-          f"({meta['batches_left_out'].value} left out) -> {meta['npz'].value}")
+    result = materialize([*downstream_assets, leakage], instance=DagsterInstance.get(), resources=resources(),
+                         run_config=RunConfig(loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"},
+                         raise_on_error=False)
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    if "ordered_vectors" in meta:
+        m = meta["ordered_vectors"]
+        print(f"ordered_vectors: {m['concepts'].value} concepts from {m['batches_included'].value} batches "
+              f"({m['batches_left_out'].value} left out) -> {m['bank_vectors'].value}")
+    if "training_sequences" in meta:
+        m = meta["training_sequences"]
+        print("training_sequences: " + ", ".join(f"{s} {m[f'{s}_windows'].value} windows / {m[f'{s}_articles'].value} "
+                                                 f"articles" for s in ("train", "val", "test")))
+    for check in result.get_asset_check_evaluations():
+        print(f"  check {check.check_name}: {check.description}")
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure_reason(failure.step_failure_data.error) if failure else "a blocking check failed"
+        print(f"FAILED building the bank and what follows: {reason} (run {result.run_id[:8]})", file=sys.stderr)
+    return result.success
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
@@ -269,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start the database, write the demo batches and ingest them")
     demo_options(p)
-    mode_option(p)
+    p.add_argument("--mode", choices=get_args(SegmentationMode), default=None,
+                   help=f"segmentation (default for the demo: {DEMO_MODE})")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")

@@ -13,9 +13,10 @@ from lvm_pipeline.db.batches import set_excluded
 from lvm_pipeline.defs import defs, resources
 from lvm_pipeline.defs.assets import ConceptChunksConfig, ingestion_assets
 from lvm_pipeline.defs.checks import gate_checks
+from lvm_pipeline.defs.datasets import OrderedVectorsConfig, ordered_vectors
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.sensors import gate_sensor, ordered_vectors_sensor
-from lvm_pipeline.defs.validated import ordered_vectors, phase_report
+from lvm_pipeline.defs.validated import phase_report
 from lvm_pipeline.segmentation import segment
 from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
@@ -66,7 +67,8 @@ def test_sentences_shuffled_across_articles_stop_coherence_and_stay_out_of_the_b
     assert not coherence.passed and coherence.metadata["decision"].value == "STOP"
     assert not bad.asset_materializations_for_node("tmd_codes")  # blocked in the same run
 
-    built = materialize([ordered_vectors], instance=dagster_instance, resources=resources())
+    built = materialize([ordered_vectors], instance=dagster_instance, resources=resources(),
+                        run_config=RunConfig(ops={"ordered_vectors": OrderedVectorsConfig(legacy_npz=True)}))
     meta = built.asset_materializations_for_node("ordered_vectors")[0].metadata
     assert (meta["batches_included"].value, meta["batches_left_out"].value) == (1, 1)
     assert "shuffled.jsonl | no | STOP: coherence" in meta["batches"].value

@@ -29,12 +29,17 @@ def pages(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield page
 
 
-def stream(conn, query: str, params: Sequence[Any], page_size: int) -> Iterator[list[tuple]]:
+def stream(conn, query: str, params: Sequence[Any] | dict[str, Any], page_size: int) -> Iterator[list[tuple]]:
     """Rows of `query` in pages, through a server-side cursor (memory bounded by a page)."""
     with conn.cursor(name=f"stream_{uuid.uuid4().hex}") as cursor:
         cursor.itersize = page_size
         cursor.execute(query, params)
         yield from pages(cursor, page_size)
+
+
+def read_snapshot(cur) -> None:
+    """Make the caller's transaction a read-only snapshot: every statement in it sees the same data."""
+    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
 def _copy_text(value: Any) -> str:

@@ -96,3 +96,28 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
         tmd_bits=np.array([r[7] for r in rows], dtype=np.int32), vectors=vectors,
         n_vectors=sum(r[6] is not None for r in rows), dimension=dimension,
         fingerprints=[fp for _, fp in encoders])
+
+
+BANK_COLUMNS = ("cpe_id", "batch_id", "article_id", "seq_in_article", "concept_text", "tmd_bits")
+
+
+def count_bank(cur, batch_ids: Sequence[str]) -> int:
+    """Concepts with a vector in the given batches."""
+    cur.execute("SELECT count(*) FROM cpe_vector WHERE batch_id = ANY(%s)", (list(batch_ids),))
+    return cur.fetchone()[0]
+
+
+def stream_bank(conn, batch_ids: Sequence[str], page_size: int) -> Iterator[tuple[list[tuple], np.ndarray]]:
+    """Pages of the bank in (batch as listed, article, position) order: (rows of BANK_COLUMNS, (n, D) float32 vectors).
+
+    `tmd_bits` is UNKNOWN where some axis is unknown or not assigned. Read through a server-side
+    cursor, so memory is bounded by a page, whatever the size of the bank.
+    """
+    register_vector(conn)
+    query = """SELECT e.cpe_id::text, e.batch_id, e.article_id, e.seq_in_article, e.concept_text,
+                      coalesce(e.tmd_bits, %(unknown)s), v.concept_vec
+               FROM cpe_entry e JOIN article a USING (article_id) JOIN cpe_vector v USING (cpe_id)
+               WHERE e.batch_id = ANY(%(batches)s)
+               ORDER BY array_position(%(batches)s, e.batch_id), a.ord, e.seq_in_article"""
+    for page in stream(conn, query, {"batches": list(batch_ids), "unknown": UNKNOWN}, page_size):
+        yield [row[:6] for row in page], np.stack([row[6].to_numpy() for row in page]).astype(np.float32, copy=False)

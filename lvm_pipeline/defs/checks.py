@@ -25,14 +25,15 @@ from dagster._utils.warnings import PreviewWarning
 from lvm_pipeline import validation
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import EncoderResource, PostgresResource
+from lvm_pipeline.gates import GateResult
 
 
-def check_result(result, gate: validation.Gate) -> AssetCheckResult:
+def check_result(result: GateResult, blocking: bool) -> AssetCheckResult:
     """What the UI shows for a gate: pass/fail, severity, figures, thresholds, worst examples."""
     stop = result.decision == "STOP"
     return AssetCheckResult(
         passed=result.decision == "GO",
-        severity=AssetCheckSeverity.ERROR if stop and gate.blocking else AssetCheckSeverity.WARN,
+        severity=AssetCheckSeverity.ERROR if stop and blocking else AssetCheckSeverity.WARN,
         description=f"{result.decision}: {result.summary}",
         metadata={
             "decision": result.decision,
@@ -62,7 +63,7 @@ def build_gate_check(gate: validation.Gate) -> AssetChecksDefinition:
                                               encoder.get() if gate.needs_encoder else None,
                                               run_id=context.run.run_id,
                                               thresholds=gate.thresholds(**config.model_dump()))
-        return check_result(result, gate)
+        return check_result(result, gate.blocking)
 
     return _check
 

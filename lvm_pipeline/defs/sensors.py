@@ -8,9 +8,10 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 from lvm_pipeline import validation
 from lvm_pipeline.db.batches import ingested_hashes
 from lvm_pipeline.defs.assets import ingestion_assets
+from lvm_pipeline.defs.datasets import downstream_assets
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import AlertResource, LandingResource, PostgresResource
-from lvm_pipeline.defs.validated import ordered_vectors, phase_report
+from lvm_pipeline.defs.validated import phase_report
 from lvm_pipeline.landing import scan_landing
 from lvm_pipeline.validation.alerts import send_pending_alerts
 
@@ -57,9 +58,9 @@ def gate_sensor(context: SensorEvaluationContext, database: PostgresResource, al
     )
 
 
-@sensor(asset_selection=[ordered_vectors], minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
+@sensor(asset_selection=downstream_assets, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
 def ordered_vectors_sensor(context: SensorEvaluationContext, database: PostgresResource) -> SensorResult:
-    """Rebuild ordered_vectors whenever the set of passing batches (or their content) changes."""
+    """Rebuild the bank, and what follows it, whenever the set of passing batches (or their content) changes."""
     with database.connect() as conn:
         included = [(v.batch_id, v.content_hash) for v in validation.batch_eligibility(conn) if v.included]
     key = hashlib.sha256(json.dumps(included).encode()).hexdigest()[:16]

@@ -1,0 +1,175 @@
+"""The concept bank: every concept of the passing batches, in (batch, article, position) order.
+
+On disk, in one folder (`data/exports/` by default):
+- `bank_vectors.npy`: (N, D) float32, memory-mappable (`np.load(..., mmap_mode="r")`);
+- `bank_concepts.parquet`: one row per vector, same order: cpe_id, batch_id, article_id,
+  seq_in_article, concept_text, tmd_bits (UNKNOWN = -1 where no full code);
+- `bank.json`: the manifest (size, dimension, encoder fingerprint, batches with their content
+  hashes, and `version`, a hash of all that and of the concept ids in order);
+- `ordered_vectors.npz`, on request: the predecessor's ordered NPZ (DESIGN.md section 3), strings
+  as fixed-width unicode arrays, so it loads without allow_pickle.
+
+`export_bank` streams from PostgreSQL page by page into the files: its memory is bounded by a
+page, not by the bank. Files appear atomically (written under temporary names, then renamed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lvm_pipeline.arrays import article_bounds
+from lvm_pipeline.db.bulk import read_snapshot
+from lvm_pipeline.db.concepts import BANK_COLUMNS, count_bank, stream_bank
+from lvm_pipeline.db.encoders import registered_encoders
+from lvm_pipeline.files import atomic_write
+
+VECTORS_FILE = "bank_vectors.npy"
+CONCEPTS_FILE = "bank_concepts.parquet"
+MANIFEST_FILE = "bank.json"
+LEGACY_NPZ_FILE = "ordered_vectors.npz"
+PAGE = 8_192  # concepts per page read from PostgreSQL
+
+_SCHEMA = pa.schema([("cpe_id", pa.string()), ("batch_id", pa.string()), ("article_id", pa.string()),
+                     ("seq_in_article", pa.int32()), ("concept_text", pa.string()), ("tmd_bits", pa.int32())])
+
+
+@dataclass(frozen=True)
+class BankExport:
+    directory: Path
+    n_concepts: int
+    dimension: int
+    version: str
+    n_bytes: int  # of the vectors file
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.directory / VECTORS_FILE
+
+
+def export_bank(conn, batches: list[tuple[str, str]], out_dir: Path, legacy_npz: bool = False,
+                page_size: int = PAGE) -> BankExport:
+    """Stream the concepts of `batches` ((batch id, content hash), in bank order) into `out_dir`."""
+    out_dir = Path(out_dir)
+    batch_ids = [b for b, _ in batches]
+    conn.rollback()  # a fresh transaction, so that the snapshot below covers the count and the read
+    with conn.cursor() as cur:
+        read_snapshot(cur)
+        n = count_bank(cur, batch_ids)
+        encoders = registered_encoders(cur)
+    dimension, fingerprint = encoders[0] if encoders else (0, None)
+    digest = hashlib.sha256(json.dumps([fingerprint, batches]).encode())
+    written = 0
+
+    def write_vectors_and_concepts(vectors_file) -> None:
+        nonlocal written
+        np.lib.format.write_array_header_1_0(vectors_file, {"descr": "<f4", "fortran_order": False,
+                                                            "shape": (n, dimension)})
+        with _ParquetSink(out_dir / CONCEPTS_FILE) as concepts:
+            for rows, vectors in stream_bank(conn, batch_ids, page_size):
+                vectors_file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                concepts.write(rows)
+                digest.update("".join(f"{row[0]}\n" for row in rows).encode())
+                written += len(rows)
+        if written != n:  # cannot happen in one snapshot; never write a header that lies
+            raise RuntimeError(f"bank export read {written} concepts, counted {n}")
+
+    atomic_write(out_dir / VECTORS_FILE, write_vectors_and_concepts)
+    conn.rollback()  # end the read-only snapshot
+    version = digest.hexdigest()[:16]
+    manifest = {"n_concepts": n, "dimension": dimension, "encoder_fingerprint": fingerprint, "version": version,
+                "batches": [{"batch_id": b, "content_hash": h} for b, h in batches]}
+    atomic_write(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    if legacy_npz:
+        write_legacy_npz(open_bank(out_dir), out_dir / LEGACY_NPZ_FILE)
+    return BankExport(out_dir, n, dimension, version, (out_dir / VECTORS_FILE).stat().st_size)
+
+
+class _ParquetSink:
+    """Rows appended to a Parquet file one row group per page, renamed into place on success."""
+
+    def __init__(self, path: Path):
+        self.path, self.temp = path, path.with_name(f".{path.name}.tmp")
+        self.writer = pq.ParquetWriter(self.temp, _SCHEMA)
+
+    def write(self, rows: list[tuple]) -> None:
+        columns = list(zip(*rows))
+        self.writer.write_table(pa.table(dict(zip(BANK_COLUMNS, columns)), schema=_SCHEMA))
+
+    def __enter__(self) -> _ParquetSink:
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        self.writer.close()
+        if error_type is None:
+            self.temp.replace(self.path)
+        else:
+            self.temp.unlink(missing_ok=True)
+
+
+class Bank:
+    """A bank on disk: vectors memory-mapped (read-only), concepts as numpy arrays, article runs."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.manifest = json.loads((self.directory / MANIFEST_FILE).read_text())
+        self.vectors = np.load(self.directory / VECTORS_FILE, mmap_mode="r")
+        if len(self.vectors) != self.manifest["n_concepts"]:
+            raise RuntimeError(f"{self.directory}: {len(self.vectors)} vectors, the manifest says "
+                               f"{self.manifest['n_concepts']}: export the bank again")
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @cached_property
+    def concepts(self) -> pa.Table:
+        return pq.read_table(self.directory / CONCEPTS_FILE)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.concepts.column(name).to_numpy(zero_copy_only=False)
+
+    @cached_property
+    def article_ids(self) -> np.ndarray:
+        return self.column("article_id")
+
+    @cached_property
+    def texts(self) -> np.ndarray:
+        return self.column("concept_text")
+
+    @cached_property
+    def article_bounds(self) -> np.ndarray:
+        """(n_articles, 2) [start, end) bank rows of each article, in bank order."""
+        return article_bounds(self.article_ids)
+
+    @cached_property
+    def bank_article(self) -> np.ndarray:
+        """(N,) the article index (a row of `article_bounds`) of every bank row."""
+        return np.repeat(np.arange(len(self.article_bounds)), np.diff(self.article_bounds, axis=1).ravel())
+
+
+def open_bank(directory: Path) -> Bank:
+    """The bank exported to `directory`; FileNotFoundError if there is none (materialize ordered_vectors)."""
+    if not (Path(directory) / MANIFEST_FILE).is_file():
+        raise FileNotFoundError(f"no concept bank in {directory}: materialize ordered_vectors first")
+    return Bank(directory)
+
+
+def write_legacy_npz(bank: Bank, path: Path) -> Path:
+    """The predecessor's ordered NPZ: cpe_ids, concept_texts, vectors, tmd_codes, batch_ids, seq_in_article,
+    article_ids (fixed-width unicode strings: no pickle). Loads the whole bank: for small banks."""
+    columns = {"cpe_ids": bank.column("cpe_id").astype(str), "concept_texts": bank.texts.astype(str),
+               "tmd_codes": bank.column("tmd_bits").astype(np.int32), "batch_ids": bank.column("batch_id").astype(str),
+               "seq_in_article": bank.column("seq_in_article").astype(np.int64),
+               "article_ids": bank.article_ids.astype(str)}
+    return atomic_write(path, lambda f: np.savez(f, vectors=np.asarray(bank.vectors), **columns))
