@@ -169,11 +169,11 @@ def build_downstream(debug: bool = False) -> bool:
     as the sensor's run does when the daemon runs; print a line for each. False if the run failed."""
     from dagster import DagsterInstance, RunConfig, materialize
 
-    from lvm_pipeline.defs import downstream_assets, resources
-    from lvm_pipeline.defs.datasets import leakage
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks
 
     prepare_dagster_env()
-    result = materialize([*downstream_assets, leakage], instance=DagsterInstance.get(), resources=resources(),
+    result = materialize([*downstream_assets, *downstream_checks], instance=DagsterInstance.get(), resources=resources(),
                          run_config=RunConfig(loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"},
                          raise_on_error=False)
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
@@ -187,6 +187,10 @@ def build_downstream(debug: bool = False) -> bool:
                                                  f"articles" for s in ("train", "val", "test")))
     for check in result.get_asset_check_evaluations():
         print(f"  check {check.check_name}: {check.description}")
+    if "benchmark_report" in meta:
+        m = meta["benchmark_report"]
+        print(f"benchmark_report: {m['decision'].value}: {m['reason'].value}\n  report: {m['markdown'].value}\n"
+              f"  json:   {m['json'].value}")
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         reason = failure_reason(failure.step_failure_data.error) if failure else "a blocking check failed"

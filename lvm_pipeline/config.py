@@ -39,6 +39,10 @@ class Settings:
         return self.data_dir / "postgres"
 
     @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
     def alerts_dir(self) -> Path:
         return self.data_dir / "alerts"
 

@@ -291,3 +291,17 @@ def test_successor_knn_never_looks_up_its_own_answer():
 def test_baseline_names():
     assert [p.name for p in (CopyLast(), MeanContext(), Ridge(), SuccessorKNN())] == [
         "copy_last", "mean_context", "ridge", "successor_knn"]
+
+
+def test_everything_reads_a_read_only_memory_map(random_case, tmp_path):
+    bank, bounds, queries, predicted = random_case
+    np.save(tmp_path / "bank.npy", bank)
+    mapped = np.load(tmp_path / "bank.npy", mmap_mode="r")
+    in_memory = retrieval_ranks(BankIndex(bank), predicted, queries)
+    for name, hits in retrieval_ranks(BankIndex(mapped, batch_rows=300), predicted, queries).items():
+        np.testing.assert_array_equal(hits, in_memory[name], err_msg=name)
+    np.testing.assert_array_equal(within_article_rank(predicted, mapped, queries, bounds),
+                                  within_article_rank(predicted, bank, queries, bounds))
+    train, val = queries.subset(np.arange(200)), queries.subset(np.arange(200, 300))
+    for predictor in (CopyLast(), MeanContext(), Ridge().fit(bank, train, val), SuccessorKNN().fit(bank, train)):
+        np.testing.assert_allclose(predictor.predict(mapped, val), predictor.predict(bank, val), err_msg=predictor.name)

@@ -111,5 +111,3 @@ def leakage() -> AssetCheckResult:
     sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
     return check_result(check_leakage(**leakage_inputs(sequences)), blocking=True)
 
-
-downstream_assets = [ordered_vectors, training_sequences]  # what follows the gates, in order: the bank sensor refreshes them

@@ -8,7 +8,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 from lvm_pipeline import validation
 from lvm_pipeline.db.batches import ingested_hashes
 from lvm_pipeline.defs.assets import ingestion_assets
-from lvm_pipeline.defs.datasets import downstream_assets
+from lvm_pipeline.defs.benchmark import downstream_assets
 from lvm_pipeline.defs.partitions import batches
 from lvm_pipeline.defs.resources import AlertResource, LandingResource, PostgresResource
 from lvm_pipeline.defs.validated import phase_report

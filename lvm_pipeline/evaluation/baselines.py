@@ -105,6 +105,8 @@ class Ridge:
     def fit(self, vectors: np.ndarray, train_queries: Queries, val_queries: Queries,
             lambdas=(0.1, 1, 10, 100, 1000)) -> Ridge:
         """Closed form on centred features: one eigendecomposition of X^T X serves every lambda."""
+        if not len(train_queries) or not len(val_queries):
+            raise ValueError("Ridge.fit needs train and validation queries")
         rng = np.random.default_rng(self.seed)
         train, val = _subsample(train_queries, self.max_train, rng), _subsample(val_queries, self.max_val, rng)
         n_features, dim = (self.context_length + 1) * vectors.shape[1], vectors.shape[1]

@@ -24,10 +24,10 @@ IVF_ABOVE = 1_000_000
 NPROBE = 32
 ADD_BATCH_ROWS = 65_536
 TRAIN_POINTS_PER_LIST = 40  # k-means sample per inverted list (FAISS warns below 39)
-# Hit@K with the context removed searches K + (context length) deep; contexts longer than this only add
-# this many extra results. Such a query's no-context hit is then a lower bound: it is counted as a miss
-# when more than MAX_CONTEXT_DEPTH of its context rows outrank its K-th non-context neighbour and the
-# target lies beyond the search depth (`retrieval_ranks` logs how many queries that could have affected).
+# Hit@K with the context removed searches K + (context length) deep; a longer context only adds this many
+# extra results. Such a query's no-context hit is then a lower bound: it can be wrong (a hit counted as a
+# miss) only when more than MAX_CONTEXT_DEPTH of its own context concepts are nearer the prediction than the
+# target (`retrieval_ranks` logs how many queries that could have affected).
 MAX_CONTEXT_DEPTH = 1024
 _NOT_FOUND = np.iinfo(np.int64).max
 

@@ -1,0 +1,50 @@
+"""The benchmark report: every baseline (and, once trained, every model) on the same test queries and full bank."""
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from lvm_pipeline.config import settings
+from lvm_pipeline.datasets.bank import open_bank
+from lvm_pipeline.datasets.sequences import load_sequences
+from lvm_pipeline.defs.datasets import leakage, ordered_vectors, sequences_dir, training_sequences
+from lvm_pipeline.evaluation.benchmark import run_benchmark
+from lvm_pipeline.evaluation.report import write_report
+
+
+class BenchmarkConfig(Config):
+    split: str = Field(default="test", description="The split whose windows are the queries (test; val for tuning).")
+    n_resamples: int = Field(default=1000, description="Cluster-bootstrap resamples (by article) behind every CI.")
+    seed: int = 0
+
+
+@asset(group_name="evaluation", deps=[training_sequences], kinds={"markdown", "json"})
+def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) -> MaterializeResult:
+    """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, the decision, examples and plots."""
+    bank = open_bank(settings().exports_dir)
+    sequences = load_sequences(bank, sequences_dir())
+    benchmark = run_benchmark(sequences, split=config.split, n_resamples=config.n_resamples, seed=config.seed)
+    about = {"bank_version": bank.version, "sequences_version": sequences.version,
+             "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
+             "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}
+    files = write_report(benchmark, bank.texts, settings().reports_dir, about)
+    decision = benchmark.decision
+    context.log.info(f"benchmark: {decision.decision}: {decision.reason}")
+    best = benchmark.results[decision.best_baseline].estimates["hit_at_5"]
+    return MaterializeResult(metadata={
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "bank_size": benchmark.bank_size,
+        "queries": len(benchmark.queries),
+        "articles": benchmark.n_articles,
+        "chance_hit_at_5": benchmark.chance[5],
+        "best_baseline": decision.best_baseline,
+        "best_baseline_hit_at_5": best.value,
+        "report": MetadataValue.md(files.text),
+        "markdown": MetadataValue.path(str(files.markdown)),
+        "json": MetadataValue.path(str(files.json)),
+        **{f"plot_{name}": MetadataValue.path(str(path)) for name, path in files.plots.items()},
+    })
+
+
+downstream_assets = [ordered_vectors, training_sequences, benchmark_report]  # what follows the gates, in order
+downstream_checks = [leakage]

@@ -1,0 +1,132 @@
+"""One honest evaluation: every predictor on the same test queries, the same full bank, the same rule.
+
+`run_benchmark` fits the four baselines on the train (and val) windows, predicts every test query
+with them and with the given models, and measures each prediction the same way: full-bank Hit@K
+(and with the query's own context removed), within-article rank, next-vector cosine, L2, margin,
+CA and PAR, each with a 95% cluster-bootstrap CI by article; the paired difference of each model
+to the best baseline on Hit@5; Hit@5 by context length; and the GO / WARN / STOP decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lvm_pipeline.datasets.sequences import TrainingSequences
+from lvm_pipeline.evaluation.baselines import CopyLast, MeanContext, Ridge, SuccessorKNN
+from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
+from lvm_pipeline.evaluation.decision import Decision, decide
+from lvm_pipeline.evaluation.metrics import next_vector_metrics
+from lvm_pipeline.evaluation.queries import Predictor, Queries
+from lvm_pipeline.evaluation.retrieval import BankIndex, chance_at_k, retrieval_ranks, within_article_rank
+
+BASELINES = ("copy_last", "mean_context", "ridge", "successor_knn")
+KS = (1, 5, 10)
+CONTEXT_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 8), (9, 16), (17, 10**9))  # inclusive context-length ranges
+N_EXAMPLES = 5
+
+
+@dataclass
+class PredictorResult:
+    name: str
+    kind: str  # "baseline" or "model"
+    per_query: dict[str, np.ndarray]  # metric -> (n,) values on the benchmark's queries
+    estimates: dict[str, Estimate]  # metric -> mean with its 95% CI
+    nearest: np.ndarray  # (n_examples,) bank row nearest to the prediction of each example query
+    seconds_per_1k: float  # prediction time per 1,000 queries
+
+
+@dataclass
+class Benchmark:
+    split: str
+    bank_size: int
+    queries: Queries
+    results: dict[str, PredictorResult]
+    decision: Decision
+    differences: dict[str, Estimate]  # predictor -> its Hit@5 minus the best baseline's (paired)
+    by_context_length: dict[str, list[tuple[str, int, Estimate]]]  # predictor -> (bucket, queries, Hit@5)
+    examples: np.ndarray  # query indices shown as examples
+    chance: dict[int, float] = field(default_factory=dict)  # k -> chance Hit@k
+
+    @property
+    def n_articles(self) -> int:
+        return len(np.unique(self.queries.article))
+
+    @property
+    def models(self) -> list[str]:
+        return [name for name, r in self.results.items() if r.kind == "model"]
+
+
+def fit_baselines(sequences: TrainingSequences) -> list[Predictor]:
+    """The four baselines of DESIGN.md section 7, fitted on the train windows (ridge's lambda on val)."""
+    vectors, windows = sequences.bank.vectors, sequences.windows
+    return [CopyLast(), MeanContext(), Ridge().fit(vectors, windows["train"], windows["val"]),
+            SuccessorKNN().fit(vectors, windows["train"])]
+
+
+def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = (), split: str = "test",
+                  baselines: Sequence[Predictor] | None = None, n_resamples: int = 1000, seed: int = 0,
+                  index: BankIndex | None = None) -> Benchmark:
+    """Every baseline and model on the `split` windows of `sequences`, against the full bank."""
+    bank, queries = sequences.bank, sequences.windows[split]
+    if not len(queries):
+        raise ValueError(f"the {split} split has no queries: the bank is too small to benchmark")
+    index = index or BankIndex(bank.vectors)
+    bootstrap = ClusterBootstrap(queries.article, n_resamples=n_resamples, seed=seed)
+    examples = np.random.default_rng(seed).choice(len(queries), size=min(N_EXAMPLES, len(queries)), replace=False)
+    predictors = [(p, "baseline") for p in (baselines if baselines is not None else fit_baselines(sequences))]
+    predictors += [(m, "model") for m in models]
+    results = {}
+    for predictor, kind in predictors:
+        started = time.perf_counter()
+        predicted = predictor.predict(bank.vectors, queries)
+        seconds = time.perf_counter() - started
+        per_query = measure(predicted, bank, queries, index)
+        _, nearest = index.search(predicted[examples], 1)
+        results[predictor.name] = PredictorResult(
+            predictor.name, kind, per_query, {m: _estimate(bootstrap, v, queries) for m, v in per_query.items()},
+            nearest[:, 0], 1000 * seconds / len(queries))
+    hit5 = {name: r.per_query["hit_at_5"] for name, r in results.items()}
+    baseline_names = [name for name, r in results.items() if r.kind == "baseline"]
+    decision = decide(hit5, baseline_names, [n for n in results if n not in baseline_names], bootstrap)
+    best = decision.best_baseline
+    differences = {name: bootstrap.difference(hit5[name], hit5[best]) for name in results if name != best}
+    by_length = {name: _by_context_length(r.per_query["hit_at_5"], queries, n_resamples, seed)
+                 for name, r in results.items()}
+    return Benchmark(split, len(bank), queries, results, decision, differences, by_length, examples,
+                     {k: chance_at_k(len(bank), k) for k in KS})
+
+
+def measure(predicted: np.ndarray, bank, queries: Queries, index: BankIndex) -> dict[str, np.ndarray]:
+    """Every per-query figure of one predictor's predictions."""
+    figures = retrieval_ranks(index, predicted, queries, KS)
+    rank, size = within_article_rank(predicted, bank.vectors, queries, bank.article_bounds)
+    figures["within_article_rank"] = rank.astype(np.float64)
+    figures["within_article_top1"] = (rank == 1).astype(np.float64)
+    figures |= next_vector_metrics(predicted, bank.vectors, queries, bank.bank_article)
+    return figures
+
+
+def _estimate(bootstrap: ClusterBootstrap, values: np.ndarray, queries: Queries) -> Estimate:
+    """Mean and CI; a metric undefined on some queries (PAR) is estimated on the queries where it is defined."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return bootstrap.estimate(values)
+    if not finite.any():
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    return ClusterBootstrap(queries.article[finite], bootstrap.n_resamples).estimate(values[finite])
+
+
+def _by_context_length(hits: np.ndarray, queries: Queries, n_resamples: int, seed: int) -> list[tuple[str, int, Estimate]]:
+    rows = []
+    lengths = queries.context_length
+    for low, high in CONTEXT_BUCKETS:
+        mask = (lengths >= low) & (lengths <= high)
+        if mask.any():
+            label = str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}"
+            rows.append((label, int(mask.sum()),
+                         ClusterBootstrap(queries.article[mask], n_resamples, seed).estimate(hits[mask])))
+    return rows

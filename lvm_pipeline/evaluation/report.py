@@ -1,0 +1,188 @@
+"""The benchmark report: markdown for people, JSON for scripts (DESIGN.md section 7's schema), PNG plots.
+
+`write_report` puts `benchmark_report.md`, `benchmark_report.json`, `hit_at_k.png` and
+`hit_at_5_by_context_length.png` in one folder (`data/reports/`), each written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # the object API: files only, no GUI backend, no global state
+
+from lvm_pipeline.evaluation.benchmark import KS, Benchmark
+from lvm_pipeline.evaluation.bootstrap import Estimate
+from lvm_pipeline.files import atomic_write
+from lvm_pipeline.markdown import md_table
+from lvm_pipeline.text import excerpt
+
+HEADLINE = [f"hit_at_{k}" for k in KS] + ["cosine"]
+SECONDARY = [f"hit_at_{k}_no_context" for k in KS] + ["within_article_rank", "within_article_top1", "l2", "margin",
+                                                       "ca", "par"]
+PERCENT = {m for m in HEADLINE + SECONDARY if m.startswith(("hit_", "within_article_top1"))}
+EXAMPLE_CONTEXT = 3  # context texts shown per example (the most recent)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    json: Path
+    plots: dict[str, Path]
+    text: str  # the markdown, plots embedded, for the Dagster UI
+
+
+def report_json(benchmark: Benchmark, about: dict) -> dict:
+    """DESIGN.md section 7's machine-readable report (+ `about`: versions, configuration)."""
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "split": benchmark.split, "bank_size": benchmark.bank_size, "n_queries": len(benchmark.queries),
+        "n_articles": benchmark.n_articles, **{f"chance_hit_at_{k}": c for k, c in benchmark.chance.items()},
+        "predictors": {name: {m: e.to_json() for m, e in r.estimates.items()} for name, r in benchmark.results.items()},
+        "kinds": {name: r.kind for name, r in benchmark.results.items()},
+        "hit_at_5_minus_best_baseline": {name: e.to_json() for name, e in benchmark.differences.items()},
+        "decision": benchmark.decision.to_json(),
+        **about,
+    }
+
+
+def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: dict | None = None) -> ReportFiles:
+    """Render and write the report; `texts` are the bank's concept texts (for the examples)."""
+    out_dir = Path(out_dir)
+    plots = {"hit_at_k": out_dir / "hit_at_k.png", "by_context_length": out_dir / "hit_at_5_by_context_length.png"}
+    images = {"hit_at_k": _plot_hit_at_k(benchmark), "by_context_length": _plot_by_context_length(benchmark)}
+    for name, png in images.items():
+        atomic_write(plots[name], lambda f, png=png: f.write(png))
+    body = render_markdown(benchmark, texts, about or {})
+    on_disk = body + "\n".join(f"\n![{name}]({path.name})" for name, path in plots.items()) + "\n"
+    markdown = atomic_write(out_dir / "benchmark_report.md", lambda f: f.write(on_disk.encode()))
+    document = report_json(benchmark, about or {})
+    json_path = atomic_write(out_dir / "benchmark_report.json", lambda f: f.write(json.dumps(document, indent=2).encode()))
+    embedded = body + "".join(f"\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+                              for name, png in images.items())
+    return ReportFiles(markdown, json_path, plots, embedded)
+
+
+def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str:
+    b, d = benchmark, benchmark.decision
+    names = list(b.results)
+    lines = [
+        "# Benchmark report: does a model predict the next concept better than trivial baselines?", "",
+        f"## Decision: **{d.decision}**", "", d.reason, "", f"Rule: {d.rule}", "",
+        "## Data", "",
+        f"- bank: **{b.bank_size:,}** concepts (every validated concept, all splits); retrieval is over all of them",
+        f"- queries: **{len(b.queries):,}** {b.split} positions t >= 1 of **{b.n_articles:,}** {b.split} articles "
+        f"(context: the article's concepts before t)",
+        "- chance: " + ", ".join(f"Hit@{k} {_pct(c)}" for k, c in b.chance.items()),
+        *[f"- {key}: {value}" for key, value in about.items()], "",
+        "## Predictors", "",
+        "Means over the queries with 95% cluster-bootstrap CIs (resampling articles).", "",
+        md_table(["predictor", "kind", *HEADLINE, "Hit@5 - best baseline"], [
+            (n, b.results[n].kind, *(_fmt(m, b.results[n].estimates[m]) for m in HEADLINE),
+             _diff(b.differences.get(n)) if n in b.differences else "(best baseline)") for n in names]),
+        "", md_table(["predictor", *SECONDARY, "ms / 1k queries"], [
+            (n, *(_fmt(m, b.results[n].estimates[m]) for m in SECONDARY), f"{b.results[n].seconds_per_1k * 1000:.0f}")
+            for n in names]),
+        "", "Hit@K: the exact target concept is among the K nearest of the full bank (inner product on unit vectors); "
+        "*_no_context: the query's own context concepts removed from the bank. within_article_rank: rank of the target "
+        "among its article's concepts (1 = best). margin = cos(pred, target) - cos(pred, last context). CA: share of "
+        "other articles' concepts farther from the prediction than the target. PAR = max cos(pred, context) / "
+        "max cos(target, context); > 1 means copying.", "",
+        "## Hit@5 by context length", "",
+        md_table(["context length", "queries", *names], _by_length_rows(b, names)), "",
+        "## Examples", "", *_examples(b, texts),
+    ]
+    if not b.models:
+        lines[6:6] = ["No model has been trained yet: the table shows the baselines a model must beat.", ""]
+    return "\n".join(lines)
+
+
+def _by_length_rows(b: Benchmark, names: list[str]) -> list[tuple]:
+    labels = [label for label, _, _ in b.by_context_length[names[0]]]
+    rows = []
+    for i, label in enumerate(labels):
+        n = b.by_context_length[names[0]][i][1]
+        rows.append((label, n, *(_fmt("hit_at_5", b.by_context_length[name][i][2]) for name in names)))
+    return rows
+
+
+def _examples(b: Benchmark, texts: np.ndarray) -> list[str]:
+    out = []
+    for j, q in enumerate(b.examples.tolist()):
+        start, target = int(b.queries.context_start[q]), int(b.queries.target[q])
+        context = [excerpt(t, 160) for t in texts[max(start, target - EXAMPLE_CONTEXT):target]]
+        out += [f"**Example {j + 1}** (context of {target - start}, the last {len(context)} shown)", "",
+                *[f"> {t}" for t in context], "", f"- target: *{excerpt(texts[target], 200)}*"]
+        for name, r in b.results.items():
+            nearest = int(r.nearest[j])
+            mark = " ✔" if nearest == target else " (a context concept)" if start <= nearest < target else ""
+            out.append(f"- {name}: {excerpt(texts[nearest], 200)}{mark}")
+        out.append("")
+    return out
+
+
+def _fmt(metric: str, e: Estimate) -> str:
+    if not np.isfinite(e.value):
+        return "n/a"
+    if metric in PERCENT:
+        return f"{100 * e.value:.1f}% [{100 * e.ci_low:.1f}, {100 * e.ci_high:.1f}]"
+    return f"{e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
+
+
+def _diff(e: Estimate | None) -> str:
+    if e is None:
+        return ""
+    return f"{100 * e.value:+.1f} pts [{100 * e.ci_low:+.1f}, {100 * e.ci_high:+.1f}]"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g}%"
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _plot_hit_at_k(b: Benchmark) -> bytes:
+    """Grouped bars: Hit@1/5/10 per predictor with 95% CI error bars, chance as dotted lines."""
+    names = list(b.results)
+    figure = Figure(figsize=(1.6 + 1.4 * len(names), 3.6))
+    axis = figure.subplots()
+    width = 0.8 / len(KS)
+    for i, k in enumerate(KS):
+        estimates = [b.results[n].estimates[f"hit_at_{k}"] for n in names]
+        values = np.array([100 * e.value for e in estimates])
+        errors = np.array([[100 * (e.value - e.ci_low) for e in estimates], [100 * (e.ci_high - e.value) for e in estimates]])
+        axis.bar(np.arange(len(names)) + (i - 1) * width, values, width, yerr=errors, capsize=3, label=f"Hit@{k}")
+    axis.set_xticks(np.arange(len(names)), names, rotation=20, ha="right")
+    axis.set_ylabel("% of queries (full bank)")
+    axis.set_title(f"Hit@K on {len(b.queries):,} {b.split} queries, bank of {b.bank_size:,}; chance Hit@10 "
+                   f"{_pct(b.chance[10])}", fontsize=9)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    return _png(figure)
+
+
+def _plot_by_context_length(b: Benchmark) -> bytes:
+    """Hit@5 by context length per predictor, with 95% CI bands."""
+    figure = Figure(figsize=(6.4, 3.6))
+    axis = figure.subplots()
+    for name in b.results:
+        rows = b.by_context_length[name]
+        x = np.arange(len(rows))
+        axis.plot(x, [100 * e.value for _, _, e in rows], marker="o", label=name)
+        axis.fill_between(x, [100 * e.ci_low for _, _, e in rows], [100 * e.ci_high for _, _, e in rows], alpha=0.15)
+    labels = [f"{label}\n(n={n})" for label, n, _ in b.by_context_length[next(iter(b.results))]]
+    axis.set_xticks(np.arange(len(labels)), labels, fontsize=8)
+    axis.set_xlabel("context length (concepts before the target)")
+    axis.set_ylabel("Hit@5 (%)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return _png(figure)
