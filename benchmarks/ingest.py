@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from _common import fresh_database, peak_rss_mb
 
 from lvm_pipeline import db, ingest
 from lvm_pipeline.db import batches, bulk, encoders
@@ -36,11 +37,6 @@ def write_landing(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
 
-
-def fresh_database(server: EmbeddedPostgres) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    server.start(databases=(name,))
-    return server.url(name)
 
 
 def throughput(args, server: EmbeddedPostgres, workdir: Path) -> None:
@@ -121,9 +117,6 @@ def child(landing: str, url: str) -> None:
     print(json.dumps({"concepts": chunked.n_concepts, "peak_rss_mb": peak_rss_mb(),
                       "parse_chunk_peak_rss_mb": before_encoder, "seconds": time.perf_counter() - t0}))
 
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

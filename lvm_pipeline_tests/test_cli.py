@@ -40,6 +40,10 @@ def test_demo_ingests_the_batches_and_builds_the_bank(database_url, dagster_inst
     assert out.count("OK vital_articles_") == 2
     assert "ordered_vectors:" in out and "from 2 batches (0 left out)" in out
     assert "vital_articles_01_of_02.jsonl: included in training data" in out
+    assert "check leakage: GO" in out and "training_sequences: train" in out
+    report_line = next(line for line in out.splitlines() if line.startswith("benchmark_report:"))
+    assert report_line.startswith("benchmark_report: STOP: No model has been trained yet")
+    assert (landing_dir().parent / "reports" / "benchmark_report.md").is_file()
     assert code == 0
 
 

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from lvm_pipeline import ingest
-from lvm_pipeline.datasets.bank import MANIFEST_FILE, Bank, export_bank, open_bank, write_legacy_npz
+from lvm_pipeline.datasets.bank import Bank, export_bank, open_bank, write_bank, write_legacy_npz
 from lvm_pipeline.datasets.sequences import (
     SPLITS,
     SplitRatios,
@@ -35,13 +31,9 @@ def synthetic_bank(directory, article_sizes: list[int], dim: int = 8, seed: int 
     articles = [f"article-{a}" for a, size in enumerate(article_sizes) for _ in range(size)]
     seqs = [i for size in article_sizes for i in range(size)]
     texts = texts or [f"Sentence {i} of {a}." for a, i in zip(articles, seqs)]
-    np.save(directory / "bank_vectors.npy", vectors)
-    pq.write_table(pa.table({"cpe_id": [f"c{i}" for i in range(n)], "batch_id": ["b"] * n, "article_id": articles,
-                             "seq_in_article": pa.array(seqs, pa.int32()), "concept_text": texts,
-                             "tmd_bits": pa.array([-1] * n, pa.int32())}), directory / "bank_concepts.parquet")
-    (directory / MANIFEST_FILE).write_text(json.dumps({"n_concepts": n, "dimension": dim, "version": f"v{seed}",
-                                                       "encoder_fingerprint": "fp", "batches": []}))
-    return open_bank(directory)
+    return write_bank(directory, vectors, {"cpe_id": [f"c{seed}-{i}" for i in range(n)], "batch_id": ["b"] * n,
+                                           "article_id": articles, "seq_in_article": seqs, "concept_text": texts,
+                                           "tmd_bits": [-1] * n})
 
 
 def test_the_bank_is_streamed_from_postgres_in_order_and_memory_mapped(conn, tmp_path, encoder, vital_records):

@@ -84,12 +84,31 @@ def export_bank(conn, batches: list[tuple[str, str]], out_dir: Path, legacy_npz:
     atomic_write(out_dir / VECTORS_FILE, write_vectors_and_concepts)
     conn.rollback()  # end the read-only snapshot
     version = digest.hexdigest()[:16]
-    manifest = {"n_concepts": n, "dimension": dimension, "encoder_fingerprint": fingerprint, "version": version,
-                "batches": [{"batch_id": b, "content_hash": h} for b, h in batches]}
-    atomic_write(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    _write_manifest(out_dir, n, dimension, fingerprint, version, batches)
     if legacy_npz:
         write_legacy_npz(open_bank(out_dir), out_dir / LEGACY_NPZ_FILE)
     return BankExport(out_dir, n, dimension, version, (out_dir / VECTORS_FILE).stat().st_size)
+
+
+def write_bank(out_dir: Path, vectors: np.ndarray, concepts: dict[str, list], encoder_fingerprint: str | None = None) -> Bank:
+    """A bank from arrays already in memory (BANK_COLUMNS -> values, rows in bank order): for banks built
+    elsewhere, benchmarks and tests. The version hashes the concept ids in order and the fingerprint."""
+    out_dir = Path(out_dir)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    atomic_write(out_dir / VECTORS_FILE, lambda f: np.save(f, vectors))
+    table = pa.table({name: concepts[name] for name in BANK_COLUMNS}, schema=_SCHEMA)
+    atomic_write(out_dir / CONCEPTS_FILE, lambda f: pq.write_table(table, f))
+    digest = hashlib.sha256(json.dumps([encoder_fingerprint, []]).encode())
+    digest.update("".join(f"{cpe_id}\n" for cpe_id in concepts["cpe_id"]).encode())
+    _write_manifest(out_dir, len(vectors), vectors.shape[1], encoder_fingerprint, digest.hexdigest()[:16], [])
+    return open_bank(out_dir)
+
+
+def _write_manifest(out_dir: Path, n: int, dimension: int, fingerprint: str | None, version: str,
+                    batches: list[tuple[str, str]]) -> None:
+    manifest = {"n_concepts": n, "dimension": dimension, "encoder_fingerprint": fingerprint, "version": version,
+                "batches": [{"batch_id": b, "content_hash": h} for b, h in batches]}
+    atomic_write(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
 
 
 class _ParquetSink:

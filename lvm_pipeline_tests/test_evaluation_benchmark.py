@@ -1,0 +1,129 @@
+"""The whole yardstick on synthetic banks with a planted rule, the report files, and the assets on real data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from dagster import materialize
+
+from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
+from lvm_pipeline.evaluation.baselines import CopyLast
+from lvm_pipeline.evaluation.benchmark import BASELINES, run_benchmark
+from lvm_pipeline.evaluation.queries import Queries
+from lvm_pipeline.evaluation.report import write_report
+from lvm_pipeline_tests.test_datasets import synthetic_bank
+
+DIM = 32
+
+
+def planted_bank(directory, n_articles: int = 300, length: int = 6, seed: int = 0):
+    """Articles whose every concept after the second is g(the two before it), a rule no baseline can fit:
+    linear ridge cannot (elementwise product), successor-kNN cannot (no two articles share a concept)."""
+    bank = synthetic_bank(directory, [length] * n_articles, dim=DIM, seed=seed)
+    vectors = np.load(directory / "bank_vectors.npy")
+    for a in range(n_articles):
+        for t in range(2, length):
+            row = a * length + t
+            vectors[row] = rule(vectors[row - 2], vectors[row - 1])
+    np.save(directory / "bank_vectors.npy", vectors)
+    return type(bank)(directory)
+
+
+def rule(before_last: np.ndarray, last: np.ndarray) -> np.ndarray:
+    v = before_last * last
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class KnowsTheRule:
+    """A 'model' that applies the planted rule where it can (context of two or more)."""
+
+    name = "knows_the_rule"
+
+    def predict(self, vectors, queries: Queries, tmd=None) -> np.ndarray:
+        last = np.asarray(vectors[queries.target - 1])
+        out = last.copy()
+        two = queries.context_length >= 2
+        before = np.asarray(vectors[queries.target[two] - 2])
+        out[two] = np.stack([rule(b, a) for b, a in zip(before, last[two])]) if two.any() else out[two]
+        return out
+
+
+class NoisyCopyLast:
+    """copy-last plus noise: what the predecessor's models amounted to."""
+
+    name = "noisy_copy_last"
+
+    def predict(self, vectors, queries: Queries, tmd=None) -> np.ndarray:
+        last = CopyLast().predict(vectors, queries)
+        return last + np.random.default_rng(0).normal(scale=0.15, size=last.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("planted")
+    return build_sequences(planted_bank(directory), spec=WindowSpec(max_context=4))
+
+
+def test_a_model_that_knows_the_rule_is_go_and_copy_last_plus_noise_is_stop(planted):
+    good = run_benchmark(planted, models=[KnowsTheRule()], n_resamples=400)
+    assert good.decision.decision == "GO", good.decision.reason
+    assert good.decision.best_model == "knows_the_rule" and good.differences["knows_the_rule"].ci_low > 0
+    assert set(good.results) == {*BASELINES, "knows_the_rule"}
+    bad = run_benchmark(planted, models=[NoisyCopyLast()], n_resamples=400)
+    assert bad.decision.decision == "STOP", bad.decision.reason
+    assert bad.differences["noisy_copy_last"].value <= 0
+    none = run_benchmark(planted, n_resamples=400)
+    assert none.decision.decision == "STOP" and "No model" in none.decision.reason
+
+
+def test_the_same_queries_and_bank_for_every_predictor(planted):
+    result = run_benchmark(planted, models=[KnowsTheRule()], n_resamples=200)
+    n = len(planted.windows["test"])
+    assert len(result.queries) == n and result.bank_size == len(planted.bank)  # the full bank, all splits
+    for r in result.results.values():
+        assert all(len(values) == n for values in r.per_query.values())
+        for estimate in r.estimates.values():
+            assert estimate.ci_low <= estimate.value <= estimate.ci_high or not np.isfinite(estimate.value)
+    assert result.chance[5] == pytest.approx(5 / len(planted.bank))
+    # context length 1 has nothing to apply the rule to: the model is only as good as copy-last there
+    by_length = dict((label, e) for label, _, e in result.by_context_length["knows_the_rule"])
+    assert by_length["2"].value > by_length["1"].value
+
+
+def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path):
+    result = run_benchmark(planted, models=[KnowsTheRule()], n_resamples=200)
+    files = write_report(result, planted.bank.texts, tmp_path / "reports", {"bank_version": planted.bank.version})
+    text = files.markdown.read_text()
+    assert "## Decision: **GO**" in text and "Rule: GO only if" in text
+    for name in (*BASELINES, "knows_the_rule"):
+        assert f"| {name} |" in text
+    assert "## Hit@5 by context length" in text and "**Example 1**" in text and "- target:" in text
+    for path in files.plots.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+        assert f"]({path.name})" in text
+    assert "data:image/png;base64," in files.text  # the UI's copy embeds the plots
+    report = json.loads(files.json.read_text())
+    assert {"bank_size", "n_queries", "n_articles", "chance_hit_at_5", "predictors", "decision"} <= set(report)
+    for name in (*BASELINES, "knows_the_rule"):
+        for metric in ("hit_at_1", "hit_at_5", "hit_at_10", "cosine"):
+            assert set(report["predictors"][name][metric]) == {"value", "ci_low", "ci_high"}
+    assert report["decision"]["decision"] == "GO" and report["decision"]["rule"].startswith("GO only if")
+
+
+def test_the_bank_sequences_leakage_check_and_report_run_as_assets(database_url, dagster_instance, vital_records):
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks
+    from lvm_pipeline_tests.test_validation import run_batch
+
+    assert run_batch(dagster_instance, "b.jsonl", vital_records, mode="sentence").success
+    result = materialize([*downstream_assets, *downstream_checks], instance=dagster_instance, resources=resources())
+    (leakage,) = result.get_asset_check_evaluations()
+    assert leakage.passed and leakage.metadata["n_shared_articles"].value == 0
+    sequences = result.asset_materializations_for_node("training_sequences")[0].metadata
+    assert sequences["train_windows"].value > sequences["test_windows"].value > 0
+    assert "| context length |" in sequences["context_lengths"].value
+    report = result.asset_materializations_for_node("benchmark_report")[0].metadata
+    assert report["decision"].value == "STOP" and "No model has been trained yet" in report["report"].value
+    assert json.loads(open(report["json"].value).read())["bank_size"] == report["bank_size"].value
