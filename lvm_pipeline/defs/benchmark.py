@@ -1,5 +1,7 @@
 """The benchmark report: every baseline (and, once trained, every model) on the same test queries and full bank."""
 
+from typing import Literal
+
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
@@ -9,12 +11,15 @@ from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.defs.datasets import leakage, ordered_vectors, sequences_dir, training_sequences
 from lvm_pipeline.evaluation.benchmark import run_benchmark
 from lvm_pipeline.evaluation.report import write_report
+from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 
 
 class BenchmarkConfig(Config):
-    split: str = Field(default="test", description="The split whose windows are the queries (test; val for tuning).")
+    split: Literal["test", "val"] = Field(default="test", description="The split whose windows are the queries.")
     n_resamples: int = Field(default=1000, description="Cluster-bootstrap resamples (by article) behind every CI.")
     seed: int = 0
+    ivf_above: int = Field(default=IVF_ABOVE, description="Banks larger than this are searched with an IVF index, "
+                                                          "smaller ones exhaustively (flat).")
 
 
 @asset(group_name="evaluation", deps=[training_sequences], kinds={"markdown", "json"})
@@ -22,7 +27,8 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) ->
     """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, the decision, examples and plots."""
     bank = open_bank(settings().exports_dir)
     sequences = load_sequences(bank, sequences_dir())
-    benchmark = run_benchmark(sequences, split=config.split, n_resamples=config.n_resamples, seed=config.seed)
+    benchmark = run_benchmark(sequences, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
+                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above))
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
              "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}

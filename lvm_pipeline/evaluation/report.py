@@ -116,8 +116,9 @@ def _examples(b: Benchmark, texts: np.ndarray) -> list[str]:
     for j, q in enumerate(b.examples.tolist()):
         start, target = int(b.queries.context_start[q]), int(b.queries.target[q])
         context = [excerpt(t, 160) for t in texts[max(start, target - EXAMPLE_CONTEXT):target]]
-        out += [f"**Example {j + 1}** (context of {target - start}, the last {len(context)} shown)", "",
-                *[f"> {t}" for t in context], "", f"- target: *{excerpt(texts[target], 200)}*"]
+        out += [f"**Example {j + 1}** (context of {target - start}, the last {len(context)} shown)", ""]
+        out += [line for t in context for line in (f"> {t}", "")]  # one quote per context concept
+        out.append(f"- target: *{excerpt(texts[target], 200)}*")
         for name, r in b.results.items():
             nearest = int(r.nearest[j])
             mark = " ✔" if nearest == target else " (a context concept)" if start <= nearest < target else ""
