@@ -18,10 +18,12 @@ from typing import get_args
 from lvm_pipeline import db
 from lvm_pipeline.config import export_dagster_environment, settings
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
 log = logging.getLogger("lvm_pipeline")
 DEMO_MODE = "sentence"  # the demo's leads are short: one concept per sentence (DESIGN.md section 4)
+DEMO_TRAIN_SECONDS = 45.0  # per model family, so that the demo stays within 15 minutes on 2 cores
 
 
 def run_logs(debug: bool = False) -> dict:
@@ -156,46 +158,79 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the database, write the demo batches, ingest them all, build the bank and what follows it."""
+    """Start the database, write the demo batches, ingest them all, build the bank and the sequences, train one
+    model per family, and benchmark them."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
     failed = ingest_paths(write_demo(args), args.mode or DEMO_MODE, args.debug)
     cmd_batches(argparse.Namespace())
     cmd_gates(argparse.Namespace(batch=None, json=False))
-    return 1 if failed or not build_downstream(args.debug) else 0
+    ok = build_bank_and_sequences(args.debug)
+    families = list(FAMILY_NAMES) if args.families is None else args.families
+    ok = ok and not train_families(families, args.train_seconds, args.debug)
+    return 1 if failed or not ok or not build_report(args.debug) else 0
 
 
-def build_downstream(debug: bool = False) -> bool:
-    """Materialize the bank, the training sequences (with the leakage check) and what follows them now,
-    as the sensor's run does when the daemon runs; print a line for each. False if the run failed."""
+def build_bank_and_sequences(debug: bool = False) -> bool:
+    """Materialize the bank and the training sequences (with the leakage check) now, as the bank sensor's
+    run does when the daemon runs. False if that failed."""
+    from lvm_pipeline.defs.datasets import leakage, ordered_vectors, training_sequences
+
+    return materialize_and_report([ordered_vectors, training_sequences, leakage], debug=debug)
+
+
+def build_report(debug: bool = False) -> bool:
+    from lvm_pipeline.defs.benchmark import benchmark_report
+
+    return materialize_and_report([benchmark_report], debug=debug)
+
+
+def train_families(families: list[str], seconds: float | None, debug: bool = False) -> list[str]:
+    """Train one model per family (the lvm_checkpoint partition, its `<family>_small` config), each within
+    `seconds` of wall clock; return the families that failed."""
+    from lvm_pipeline.defs.training import LvmCheckpointConfig, beats_copy_last, lvm_checkpoint, training_loss
+
+    config = LvmCheckpointConfig(time_budget_s=seconds or 0)
+    return [family for family in families
+            if not materialize_and_report([lvm_checkpoint, training_loss, beats_copy_last], partition_key=family,
+                                          ops={"lvm_checkpoint": config}, debug=debug)]
+
+
+def materialize_and_report(selection: list, partition_key: str | None = None, ops: dict | None = None,
+                           debug: bool = False) -> bool:
+    """Materialize `selection` on the project's instance and print a line for each asset and check."""
     from dagster import DagsterInstance, RunConfig, materialize
 
     from lvm_pipeline.defs import resources
-    from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks
 
     prepare_dagster_env()
-    result = materialize([*downstream_assets, *downstream_checks], instance=DagsterInstance.get(), resources=resources(),
-                         run_config=RunConfig(loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"},
+    result = materialize(selection, instance=DagsterInstance.get(), resources=resources(), partition_key=partition_key,
+                         run_config=RunConfig(ops=ops or {}, loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"},
                          raise_on_error=False)
-    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    if "ordered_vectors" in meta:
-        m = meta["ordered_vectors"]
-        print(f"ordered_vectors: {m['concepts'].value} concepts from {m['batches_included'].value} batches "
-              f"({m['batches_left_out'].value} left out) -> {m['bank_vectors'].value}")
-    if "training_sequences" in meta:
-        m = meta["training_sequences"]
-        print("training_sequences: " + ", ".join(f"{s} {m[f'{s}_windows'].value} windows / {m[f'{s}_articles'].value} "
-                                                 f"articles" for s in ("train", "val", "test")))
+    for event in result.get_asset_materialization_events():
+        name = event.asset_key.to_user_string()
+        print(SUMMARIES[name]({k: v.value for k, v in event.materialization.metadata.items()}))
     for check in result.get_asset_check_evaluations():
         print(f"  check {check.check_name}: {check.description}")
-    if "benchmark_report" in meta:
-        m = meta["benchmark_report"]
-        print(f"benchmark_report: {m['decision'].value}: {m['reason'].value}\n  report: {m['markdown'].value}\n"
-              f"  json:   {m['json'].value}")
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
         reason = failure_reason(failure.step_failure_data.error) if failure else "a blocking check failed"
-        print(f"FAILED building the bank and what follows: {reason} (run {result.run_id[:8]})", file=sys.stderr)
+        what = ", ".join(definition.node_def.name for definition in selection)
+        print(f"FAILED {what}{f' [{partition_key}]' if partition_key else ''}: {reason} (run {result.run_id[:8]})",
+              file=sys.stderr)
     return result.success
+
+
+SUMMARIES = {  # one line per materialized asset, from its metadata
+    "ordered_vectors": lambda m: (f"ordered_vectors: {m['concepts']} concepts from {m['batches_included']} batches "
+                                  f"({m['batches_left_out']} left out) -> {m['bank_vectors']}"),
+    "training_sequences": lambda m: "training_sequences: " + ", ".join(
+        f"{s} {m[f'{s}_windows']} windows / {m[f'{s}_articles']} articles" for s in ("train", "val", "test")),
+    "lvm_checkpoint": lambda m: (f"lvm_checkpoint: {m['model']} ({m['parameters']:,} parameters), {m['epochs']} epochs "
+                                 f"({m['stopped_because']}), best val Hit@5 {m.get('best_hit_at_5', float('nan')):.1%} "
+                                 f"-> {m['checkpoint']}"),
+    "benchmark_report": lambda m: (f"benchmark_report: {m['decision']}: {m['reason']}\n  report: {m['markdown']}\n"
+                                   f"  json:   {m['json']}"),
+}
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
@@ -290,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo_options(p)
     p.add_argument("--mode", choices=get_args(SegmentationMode), default=None,
                    help=f"segmentation (default for the demo: {DEMO_MODE})")
+    p.add_argument("--families", nargs="*", choices=FAMILY_NAMES, default=None,
+                   help="model families to train (default: all six; none: --families with no name)")
+    p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
+                   help=f"wall-clock budget per family (default {DEMO_TRAIN_SECONDS:g} s)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")

@@ -39,6 +39,10 @@ class Settings:
         return self.data_dir / "postgres"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    @property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 

@@ -35,14 +35,16 @@ def test_batches_lists_coverage(database_url, dagster_instance, vital_records, c
 
 
 def test_demo_ingests_the_batches_and_builds_the_bank(database_url, dagster_instance, capsys):
-    code = cli.main(["demo", "--batches", "2", "--limit", "120"])
+    code = cli.main(["demo", "--batches", "2", "--limit", "120", "--families", "gru", "--train-seconds", "5"])
     out = capsys.readouterr().out
     assert out.count("OK vital_articles_") == 2
     assert "ordered_vectors:" in out and "from 2 batches (0 left out)" in out
     assert "vital_articles_01_of_02.jsonl: included in training data" in out
     assert "check leakage: GO" in out and "training_sequences: train" in out
+    assert any(line.startswith("lvm_checkpoint: gru (") for line in out.splitlines())
+    assert "check training_loss:" in out and "check beats_copy_last:" in out
     report_line = next(line for line in out.splitlines() if line.startswith("benchmark_report:"))
-    assert report_line.startswith("benchmark_report: STOP: No model has been trained yet")
+    assert report_line.split(":")[1].strip() in ("GO", "WARN", "STOP") and "gru vs " in report_line
     assert (landing_dir().parent / "reports" / "benchmark_report.md").is_file()
     assert code == 0
 

@@ -127,3 +127,27 @@ def test_the_bank_sequences_leakage_check_and_report_run_as_assets(database_url,
     report = result.asset_materializations_for_node("benchmark_report")[0].metadata
     assert report["decision"].value == "STOP" and "No model has been trained yet" in report["report"].value
     assert json.loads(open(report["json"].value).read())["bank_size"] == report["bank_size"].value
+
+
+def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_url, dagster_instance, vital_records):
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.benchmark import benchmark_report, downstream_checks
+    from lvm_pipeline.defs.datasets import ordered_vectors, training_sequences
+    from lvm_pipeline.defs.training import LvmCheckpointConfig, beats_copy_last, lvm_checkpoint, training_loss
+    from lvm_pipeline_tests.test_validation import run_batch
+
+    assert run_batch(dagster_instance, "b.jsonl", vital_records, mode="sentence").success
+    assert materialize([ordered_vectors, training_sequences, *downstream_checks], instance=dagster_instance,
+                       resources=resources()).success
+    toy = LvmCheckpointConfig(model="toy_gru", epochs=3, patience=10)
+    trained = materialize([lvm_checkpoint, training_loss, beats_copy_last], partition_key="gru", instance=dagster_instance,
+                          resources=resources(), run_config={"ops": {"lvm_checkpoint": {"config": toy.model_dump()}}},
+                          raise_on_error=False)
+    meta = trained.asset_materializations_for_node("lvm_checkpoint")[0].metadata
+    assert meta["model"].value == "gru" and meta["epochs"].value == 3
+    assert "| epoch |" in meta["history"].value
+    checks = {c.check_name: c for c in trained.get_asset_check_evaluations()}
+    assert set(checks) == {"training_loss", "beats_copy_last"} and checks["training_loss"].passed
+    report = materialize([benchmark_report], instance=dagster_instance, resources=resources())
+    text = report.asset_materializations_for_node("benchmark_report")[0].metadata["report"].value
+    assert "| gru | model |" in text and "training_curves" in text

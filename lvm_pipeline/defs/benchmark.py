@@ -9,9 +9,15 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.bank import open_bank
 from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.defs.datasets import leakage, ordered_vectors, sequences_dir, training_sequences
+from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
 from lvm_pipeline.evaluation.benchmark import run_benchmark
 from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
+from lvm_pipeline.models import FAMILY_NAMES
+from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.training.checkpoint import trained_model
+from lvm_pipeline.training.data import bank_tmd_vectors
+from lvm_pipeline.training.runs import current_run_dir
 
 
 class BenchmarkConfig(Config):
@@ -22,17 +28,28 @@ class BenchmarkConfig(Config):
                                                           "smaller ones exhaustively (flat).")
 
 
-@asset(group_name="evaluation", deps=[training_sequences], kinds={"markdown", "json"})
+@asset(group_name="evaluation", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "json"})
 def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) -> MaterializeResult:
     """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, the decision, examples and plots."""
     bank = open_bank(settings().exports_dir)
     sequences = load_sequences(bank, sequences_dir())
-    benchmark = run_benchmark(sequences, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
-                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above))
+    models, curves = [], {}
+    for family in FAMILY_NAMES:
+        run_dir = current_run_dir(settings().checkpoints_dir, family)
+        found = trained_model(run_dir, sequences) if run_dir else "not trained yet"
+        if isinstance(found, str):
+            context.log.info(f"{family}: {found}")
+            continue
+        model, sidecar, history = found
+        models.append(ModelPredictor(model, sidecar["model_name"]))
+        curves[sidecar["model_name"]] = history
+    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if any(m.uses_tmd for m in models) else None
+    benchmark = run_benchmark(sequences, models, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
+                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above), tmd=tmd)
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
              "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}
-    files = write_report(benchmark, bank.texts, settings().reports_dir, about)
+    files = write_report(benchmark, bank.texts, settings().reports_dir, about, curves)
     decision = benchmark.decision
     context.log.info(f"benchmark: {decision.decision}: {decision.reason}")
     best = benchmark.results[decision.best_baseline].estimates["hit_at_5"]
@@ -54,3 +71,4 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) ->
 
 downstream_assets = [ordered_vectors, training_sequences, benchmark_report]  # what follows the gates, in order
 downstream_checks = [leakage]
+training_assets, training_checks = [lvm_checkpoint], [training_loss, beats_copy_last]

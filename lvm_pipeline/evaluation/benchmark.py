@@ -69,8 +69,9 @@ def fit_baselines(sequences: TrainingSequences) -> list[Predictor]:
 
 def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = (), split: str = "test",
                   baselines: Sequence[Predictor] | None = None, n_resamples: int = 1000, seed: int = 0,
-                  index: BankIndex | None = None) -> Benchmark:
-    """Every baseline and model on the `split` windows of `sequences`, against the full bank."""
+                  index: BankIndex | None = None, tmd: np.ndarray | None = None) -> Benchmark:
+    """Every baseline and model on the `split` windows of `sequences`, against the full bank (`tmd`: the bank's
+    (N, 16) TMD vectors, for TMD-conditioned models)."""
     bank, queries = sequences.bank, sequences.windows[split]
     if not len(queries):
         raise ValueError(f"the {split} split has no queries: the bank is too small to benchmark")
@@ -82,7 +83,7 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
     results = {}
     for predictor, kind in predictors:
         started = time.perf_counter()
-        predicted = predictor.predict(bank.vectors, queries)
+        predicted = predictor.predict(bank.vectors, queries, tmd)
         seconds = time.perf_counter() - started
         per_query = measure(predicted, bank, queries, index)
         _, nearest = index.search(predicted[examples], 1)

@@ -51,11 +51,16 @@ def report_json(benchmark: Benchmark, about: dict) -> dict:
     }
 
 
-def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: dict | None = None) -> ReportFiles:
-    """Render and write the report; `texts` are the bank's concept texts (for the examples)."""
+def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: dict | None = None,
+                 curves: dict[str, list[dict]] | None = None) -> ReportFiles:
+    """Render and write the report; `texts` are the bank's concept texts (for the examples), `curves` each
+    model's training history (per-epoch train_loss and val_hit_at_5), plotted when given."""
     out_dir = Path(out_dir)
     plots = {"hit_at_k": out_dir / "hit_at_k.png", "by_context_length": out_dir / "hit_at_5_by_context_length.png"}
     images = {"hit_at_k": _plot_hit_at_k(benchmark), "by_context_length": _plot_by_context_length(benchmark)}
+    if curves:
+        plots["training_curves"] = out_dir / "training_curves.png"
+        images["training_curves"] = _plot_training_curves(curves)
     for name, png in images.items():
         atomic_write(plots[name], lambda f, png=png: f.write(png))
     body = render_markdown(benchmark, texts, about or {})
@@ -186,4 +191,20 @@ def _plot_by_context_length(b: Benchmark) -> bytes:
     axis.set_ylabel("Hit@5 (%)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _plot_training_curves(curves: dict[str, list[dict]]) -> bytes:
+    """Per model: train loss and val Hit@5 (full bank) by epoch."""
+    figure = Figure(figsize=(9.0, 3.4))
+    loss_axis, hit_axis = figure.subplots(1, 2)
+    for name, history in curves.items():
+        epochs = [entry["epoch"] for entry in history]
+        loss_axis.plot(epochs, [entry["train_loss"] for entry in history], marker=".", label=name)
+        hit_axis.plot(epochs, [100 * entry["val_hit_at_5"] for entry in history], marker=".", label=name)
+    loss_axis.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    hit_axis.set(xlabel="epoch", ylabel="val Hit@5 (%)", title="validation Hit@5, full bank")
+    for axis in (loss_axis, hit_axis):
+        axis.grid(alpha=0.3)
+    hit_axis.legend(fontsize=8)
     return _png(figure)

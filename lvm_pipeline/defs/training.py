@@ -1,0 +1,122 @@
+"""`lvm_checkpoint`: one trained model per architecture family (a static partition each), with its two checks.
+
+The training recipe is the asset's Config (set it in the launchpad); the work is in
+`lvm_pipeline.training`. Each epoch's validation figures are logged as an AssetObservation of the
+family's partition, so the UI plots them within and across runs; the materialization carries the
+best figures, the history as a table and the checkpoint's path. Docs: docs/TRAINING.md.
+"""
+
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetObservation,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+    asset_check,
+)
+from dagster._utils.warnings import PreviewWarning
+from pydantic import Field
+
+from lvm_pipeline.config import settings
+from lvm_pipeline.datasets.bank import open_bank
+from lvm_pipeline.datasets.sequences import load_sequences
+from lvm_pipeline.defs.datasets import sequences_dir, training_sequences
+from lvm_pipeline.markdown import md_table
+from lvm_pipeline.models import FAMILY_NAMES
+from lvm_pipeline.training.checkpoint import load_checkpoint
+from lvm_pipeline.training.config import TrainConfig
+from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
+from lvm_pipeline.training.trainer import train
+from lvm_pipeline.training.validation import loss_is_decreasing, val_hit_at_5_vs_copy_last
+
+model_families = StaticPartitionsDefinition(list(FAMILY_NAMES))
+
+
+class LvmCheckpointConfig(Config):
+    model: str = Field(default="", description="A registered model config (e.g. gru_small, gru_768); empty: <family>_small.")
+    epochs: int = Field(default=20, description="Passes over the train articles (early stopping may end sooner).")
+    batch_size: int = 32
+    lr: float = 1e-3
+    loss: Literal["cosine", "mse"] = "cosine"
+    infonce_alpha: float = Field(default=1.0, description="Weight of the in-batch InfoNCE term (0: off).")
+    infonce_temperature: float = 0.1
+    positions: Literal["all", "last"] = Field(default="all", description="Loss on every position, or the last only.")
+    patience: int = Field(default=4, description="Validations without a better val Hit@5 before stopping.")
+    time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget).")
+    seed: int = 0
+    resume: bool = Field(default=False, description="Continue from this family's last checkpoint.")
+
+
+def current_run(family: str) -> Path:
+    """The family's current training run (FileNotFoundError if it has none: materialize lvm_checkpoint)."""
+    run_dir = current_run_dir(settings().checkpoints_dir, family)
+    if run_dir is None:
+        raise FileNotFoundError(f"no trained {family} model yet: materialize lvm_checkpoint [{family}]")
+    return run_dir
+
+
+@asset(partitions_def=model_families, deps=[training_sequences], group_name="training", kinds={"pytorch"})
+def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig) -> MaterializeResult:
+    """Train the partition's family on the train articles, validating on val Hit@5 (full bank) every epoch."""
+    family = context.partition_key
+    sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+    recipe = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, loss=config.loss,
+                         infonce_alpha=config.infonce_alpha, infonce_temperature=config.infonce_temperature,
+                         positions=config.positions, patience=config.patience, seed=config.seed,
+                         time_budget_s=config.time_budget_s or None)
+
+    def observe(entry: dict) -> None:
+        context.log_event(AssetObservation(asset_key=context.asset_key, partition=family,
+                                           metadata={k: v for k, v in entry.items() if isinstance(v, int | float)}))
+
+    run_dir = current_run(family) if config.resume else new_run_dir(settings().checkpoints_dir, family, context.run_id)
+    result = train(config.model or f"{family}_small", sequences, run_dir, recipe, model_name=family,
+                   resume=config.resume, on_epoch_end=observe)
+    set_current(run_dir)
+    model, sidecar = load_checkpoint(result.best_checkpoint)
+    history = result.history
+    columns = [k for k in ("epoch", "train_loss", "val_cosine", "val_hit_at_1", "val_hit_at_5", "val_hit_at_10", "lr")
+               if history and k in history[0]]
+    return MaterializeResult(metadata={
+        "model": sidecar["model_name"],
+        "config": MetadataValue.json(sidecar["model_config"]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": len(history),
+        "stopped_because": result.stopped_because,
+        **{f"best_{k}": float(v) for k, v in result.best_metrics.items() if isinstance(v, int | float)},
+        "dataset_version": sidecar["dataset_version"],
+        "checkpoint": MetadataValue.path(str(result.best_checkpoint)),
+        "history": MetadataValue.md(md_table(columns, [[_round(e.get(c)) for c in columns] for e in history])),
+    })
+
+
+with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.13: we rely on it knowingly
+    warnings.simplefilter("ignore", PreviewWarning)
+
+    @asset_check(asset=lvm_checkpoint, blocking=True, partitions_def=model_families,
+                 description="blocking: the training loss is finite and falls from the first epoch to the last")
+    def training_loss(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        verdict = loss_is_decreasing(current_run(context.partition_key))
+        return AssetCheckResult(passed=verdict.passed, severity=AssetCheckSeverity.ERROR,
+                                description=verdict.summary, metadata=verdict.figures)
+
+    @asset_check(asset=lvm_checkpoint, partitions_def=model_families,
+                 description="warn: the best checkpoint beats copy-last on val Hit@5 (full bank)")
+    def beats_copy_last(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+        verdict = val_hit_at_5_vs_copy_last(current_run(context.partition_key), sequences)
+        return AssetCheckResult(passed=verdict.passed, severity=AssetCheckSeverity.WARN,
+                                description=verdict.summary, metadata=verdict.figures)
+
+
+def _round(value):
+    return round(value, 4) if isinstance(value, float) else value

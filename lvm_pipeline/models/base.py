@@ -1,0 +1,114 @@
+"""What every next-concept model shares: the config fields, the input/output layers, TMD conditioning, a registry.
+
+A model reads a right-padded batch of concept-vector sequences `x` [batch, seq, D] (D comes from the
+encoder, never hard-coded) and predicts, at every position t, the vector of concept t + 1; position t
+never sees positions after t (causality, tested for every family). Optional TMD conditioning: the
+16-D TMD vector ([batch, 16], or per position [batch, seq, 16]) goes through a 16 -> d_model adapter
+and is added to the inputs.
+
+Families subclass `NextConceptModel` and implement `backbone` ([batch, seq, d_model] -> same, causal);
+they are registered with `@family("name")`. Named configurations (documented dataclasses, a
+`toy_<family>` for each) are registered with `@register_config` and built with `build_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+TMD_DIM = 16
+
+
+@dataclass
+class ModelConfig:
+    """Fields every family has; each family's config subclasses this and sets `family`."""
+
+    family: str = ""  # the registered family name (set by the subclass)
+    d_model: int = 256  # width of the backbone
+    n_layers: int = 2  # blocks (or recurrent layers) in the backbone
+    dropout: float = 0.0  # dropout inside the backbone
+    tmd: bool = False  # condition on the 16-D TMD vector (16 -> d_model adapter added to the inputs)
+    residual: bool = True  # predict x_t + delta instead of the next vector outright (the output is x_t + f(...))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NextConceptModel(nn.Module):
+    """Input projection (+ TMD adapter) -> causal backbone -> output projection (+ residual over x_t)."""
+
+    def __init__(self, config: ModelConfig, d_input: int):
+        super().__init__()
+        self.config, self.d_input = config, d_input
+        self.input_proj = nn.Linear(d_input, config.d_model)
+        self.tmd_adapter = nn.Linear(TMD_DIM, config.d_model) if config.tmd else None
+        self.output_proj = nn.Linear(config.d_model, d_input)
+
+    def backbone(self, h: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, d_model] -> [batch, seq, d_model]; position t may only use positions <= t."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16]) -> [batch, seq, D], the next vector at each t."""
+        h = self.input_proj(x)
+        if self.tmd_adapter is not None:
+            if tmd is None:
+                raise ValueError("this model is TMD-conditioned: pass tmd [batch, 16] or [batch, seq, 16]")
+            h = h + self.tmd_adapter(tmd if tmd.dim() == 3 else tmd[:, None, :])
+        out = self.output_proj(self.backbone(h))
+        return x + out if self.config.residual else out
+
+
+FAMILIES: dict[str, type[NextConceptModel]] = {}
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {}
+CONFIGS: dict[str, Callable[[], ModelConfig]] = {}
+
+
+def family(name: str, config_class: type[ModelConfig]) -> Callable[[type[NextConceptModel]], type[NextConceptModel]]:
+    """Class decorator: register a model class and its config class under a family name."""
+    def register(cls: type[NextConceptModel]) -> type[NextConceptModel]:
+        FAMILIES[name], CONFIG_CLASSES[name] = cls, config_class
+        return cls
+    return register
+
+
+def register_config(fn: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+    """Function decorator: a named configuration (the function's name), e.g. `toy_gru`, `gru_small`."""
+    CONFIGS[fn.__name__] = fn
+    return fn
+
+
+def build_model(config: ModelConfig | str, d_input: int) -> NextConceptModel:
+    """The model of a config (or a registered config's name) for D-dimensional concept vectors."""
+    _load_families()
+    if isinstance(config, str):
+        if config not in CONFIGS:
+            raise KeyError(f"unknown model config {config!r}; registered: {', '.join(sorted(CONFIGS))}")
+        config = CONFIGS[config]()
+    if config.family not in FAMILIES:
+        raise KeyError(f"unknown model family {config.family!r}; registered: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[config.family](config, d_input)
+
+
+def registered_configs() -> dict[str, Callable[[], ModelConfig]]:
+    """Every named configuration of every family: name -> a function returning its config."""
+    _load_families()
+    return dict(CONFIGS)
+
+
+def config_from_dict(values: dict) -> ModelConfig:
+    """The config saved by `ModelConfig.to_dict` (e.g. in a checkpoint's sidecar); unknown keys are an error."""
+    _load_families()
+    cls = CONFIG_CLASSES[values["family"]]
+    known = {f.name for f in fields(cls)}
+    if unknown := set(values) - known:
+        raise ValueError(f"unknown {values['family']} config fields: {sorted(unknown)}")
+    return cls(**values)
+
+
+def _load_families() -> None:
+    """Import the family modules, which register themselves."""
+    import lvm_pipeline.models.zoo  # noqa: F401

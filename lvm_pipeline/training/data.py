@@ -1,0 +1,94 @@
+"""Training batches: the train split's whole articles as causal sequences, read from the memory-mapped bank.
+
+An epoch shuffles the articles of two or more concepts with a generator seeded by (seed, epoch), crops each
+longer than max_len + 1 concepts to a window at a seeded random offset, and cuts the order into batches.
+Under DDP each rank takes every world_size-th article of the same order (the order padded by repeating its
+start so that every rank has the same number of batches, as `DistributedSampler` does). The epoch's batches
+depend only on (seed, epoch), so a resumed run can skip to any batch of an epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lvm_pipeline.tmd.schema import TMD_DIM, tmd_vectors
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # [B, T, D] float32: each sequence's concepts but the last, right-padded with zeros
+    targets: torch.Tensor  # [B, T, D] float32: the concept after each input position
+    mask: torch.Tensor  # [B, T] bool: real positions
+    tmd: torch.Tensor | None  # [B, T, 16] float32 TMD vectors of the input positions, or None
+
+    def to(self, device: torch.device | str) -> Batch:
+        tmd = None if self.tmd is None else self.tmd.to(device, non_blocking=True)
+        return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
+                     self.mask.to(device, non_blocking=True), tmd)
+
+
+def bank_tmd_vectors(tmd_bits: np.ndarray) -> np.ndarray:
+    """(N, 16) float32 TMD vectors of every bank row; zero rows where the code is unknown (bits < 0)."""
+    bits = np.asarray(tmd_bits, dtype=np.int64)
+    out = np.zeros((len(bits), TMD_DIM), dtype=np.float32)
+    known = bits >= 0
+    out[known] = tmd_vectors(bits[known])
+    return out
+
+
+class ArticleBatches:
+    """Seeded, cropped, right-padded batches of whole articles (rows [start, end) of `vectors`)."""
+
+    def __init__(self, vectors: np.ndarray, article_bounds: np.ndarray, batch_size: int, max_len: int, seed: int = 0,
+                 tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1):
+        bounds = np.asarray(article_bounds, dtype=np.int64).reshape(-1, 2)
+        self.bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]  # one concept has no next one
+        if not len(self.bounds):
+            raise ValueError("no article of two or more concepts to train on")
+        self.vectors, self.tmd = vectors, tmd
+        self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def articles_per_rank(self) -> int:
+        return -(-len(self.bounds) // self.world_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch (on each rank)."""
+        return -(-self.articles_per_rank // self.batch_size)
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """(articles of this rank, 2) the [start, end) rows this rank trains on in `epoch`, in batch order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.bounds))
+        sizes = self.bounds[:, 1] - self.bounds[:, 0]
+        offsets = rng.integers(0, np.maximum(sizes - self.max_len, 1))  # crop start within each article
+        starts = self.bounds[:, 0] + offsets
+        ends = np.minimum(starts + self.max_len + 1, self.bounds[:, 1])
+        padded = np.resize(order, self.articles_per_rank * self.world_size)  # repeats the start of the order
+        mine = padded[self.rank::self.world_size]
+        return np.stack([starts[mine], ends[mine]], axis=1)
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`, from batch `skip` on."""
+        rows = self.epoch_rows(epoch)
+        for first in range(skip * self.batch_size, len(rows), self.batch_size):
+            yield self.batch(rows[first:first + self.batch_size])
+
+    def batch(self, rows: np.ndarray) -> Batch:
+        """Right-padded inputs/targets/mask (+ TMD) of the sequences at bank rows [start, end)."""
+        lengths = rows[:, 1] - rows[:, 0]
+        width = int(lengths.max())
+        sequences = np.zeros((len(rows), width, self.vectors.shape[1]), dtype=np.float32)
+        tmd = None if self.tmd is None else np.zeros((len(rows), width - 1, TMD_DIM), dtype=np.float32)
+        for i, (start, end) in enumerate(rows):
+            sequences[i, :end - start] = self.vectors[start:end]
+            if tmd is not None:
+                tmd[i, :end - start - 1] = self.tmd[start:end - 1]
+        mask = np.arange(width - 1)[None, :] < (lengths - 1)[:, None]
+        whole = torch.from_numpy(sequences)
+        return Batch(whole[:, :-1], whole[:, 1:], torch.from_numpy(mask), None if tmd is None else torch.from_numpy(tmd))
