@@ -31,14 +31,14 @@ class ModelConfig:
     n_layers: int = 2  # blocks (or recurrent layers) in the backbone
     dropout: float = 0.0  # dropout inside the backbone
     tmd: bool = False  # condition on the 16-D TMD vector (16 -> d_model adapter added to the inputs)
-    residual: bool = True  # predict x_t + delta instead of the next vector outright (the output is x_t + f(...))
+    residual: str = "last"  # the output is base + f(...): base "last" = x_t, "mean" = the mean of x_1..x_t, "none" = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 class NextConceptModel(nn.Module):
-    """Input projection (+ TMD adapter) -> causal backbone -> output projection (+ residual over x_t)."""
+    """Input projection (+ TMD adapter) -> causal backbone -> output projection (+ a residual base: x_t or the mean)."""
 
     def __init__(self, config: ModelConfig, d_input: int):
         super().__init__()
@@ -59,7 +59,21 @@ class NextConceptModel(nn.Module):
                 raise ValueError("this model is TMD-conditioned: pass tmd [batch, 16] or [batch, seq, 16]")
             h = h + self.tmd_adapter(tmd if tmd.dim() == 3 else tmd[:, None, :])
         out = self.output_proj(self.backbone(h))
-        return x + out if self.config.residual else out
+        return out + residual_base(x, self.config.residual)
+
+
+def residual_base(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """What the model's output is added to, at each position t: x_t, the running mean of x_1..x_t, or nothing.
+
+    With right padding the running mean at a real position only counts real positions before it (causal)."""
+    if kind == "last":
+        return x
+    if kind == "mean":
+        counts = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)[None, :, None]
+        return torch.cumsum(x, dim=1) / counts
+    if kind == "none":
+        return torch.zeros_like(x)
+    raise ValueError(f"residual must be 'last', 'mean' or 'none', got {kind!r}")
 
 
 FAMILIES: dict[str, type[NextConceptModel]] = {}
