@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lvm_pipeline.db.server import EmbeddedPostgres
+
+
+@contextmanager
+def throwaway_server() -> Iterator[tuple[EmbeddedPostgres, Path]]:
+    """An embedded PostgreSQL in a temporary folder (readable by the server user), and the folder; both go after."""
+    with tempfile.TemporaryDirectory(prefix="lvm-bench-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        server = EmbeddedPostgres(workdir / "pg")
+        server.start()
+        try:
+            yield server, workdir
+        finally:
+            server.stop()
 
 
 def fresh_database(server: EmbeddedPostgres) -> str:

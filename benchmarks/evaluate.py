@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from _common import fresh_database, peak_rss_mb
+from _common import fresh_database, peak_rss_mb, throwaway_server
 
 from lvm_pipeline import db
 from lvm_pipeline.arrays import unit_rows
@@ -36,7 +36,6 @@ from lvm_pipeline.db.batches import upsert_batch
 from lvm_pipeline.db.bulk import copy_vectors
 from lvm_pipeline.db.concepts import copy_concepts
 from lvm_pipeline.db.encoders import register_encoder
-from lvm_pipeline.db.server import EmbeddedPostgres
 from lvm_pipeline.evaluation.queries import Queries, article_queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 
@@ -123,30 +122,22 @@ def view_storage(args: argparse.Namespace) -> None:
 
 def export_memory(args: argparse.Namespace) -> None:
     """(c) peak RSS of export_bank for the demo's size and 10x, each in a fresh process."""
-    with tempfile.TemporaryDirectory(prefix="lvm-bench-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        server = EmbeddedPostgres(workdir / "pg")
-        server.start()
-        try:
-            peaks = {}
-            for scale in (1, 10):
-                url = fresh_database(server)
-                n = args.demo_concepts * scale
-                t0 = time.perf_counter()
-                fill_database(url, n, args.dim)
-                fill_s = time.perf_counter() - t0
-                child = subprocess.run([sys.executable, __file__, "--export-child", url, str(workdir / f"bank{scale}")],
-                                       check=True, capture_output=True, text=True)
-                peaks[scale] = json.loads(child.stdout.strip().splitlines()[-1])
-                p = peaks[scale]
-                print(f"(c) {scale:>2}x the demo bank: {n:,} concepts ({n * args.dim * 4 / 2**20:.0f} MiB of vectors; "
-                      f"filled in {fill_s:.0f} s): peak RSS {p['peak_rss_mb']:.0f} MiB (after imports "
-                      f"{p['imports_rss_mb']:.0f} MiB), export {p['seconds']:.1f} s")
-            print(f"    peak RSS 10x / 1x: {peaks[10]['peak_rss_mb'] / peaks[1]['peak_rss_mb']:.2f} (target < 1.5)")
-        finally:
-            server.stop()
-
+    with throwaway_server() as (server, workdir):
+        peaks = {}
+        for scale in (1, 10):
+            url = fresh_database(server)
+            n = args.demo_concepts * scale
+            t0 = time.perf_counter()
+            fill_database(url, n, args.dim)
+            fill_s = time.perf_counter() - t0
+            child = subprocess.run([sys.executable, __file__, "--export-child", url, str(workdir / f"bank{scale}")],
+                                   check=True, capture_output=True, text=True)
+            peaks[scale] = json.loads(child.stdout.strip().splitlines()[-1])
+            p = peaks[scale]
+            print(f"(c) {scale:>2}x the demo bank: {n:,} concepts ({n * args.dim * 4 / 2**20:.0f} MiB of vectors; "
+                  f"filled in {fill_s:.0f} s): peak RSS {p['peak_rss_mb']:.0f} MiB (after imports "
+                  f"{p['imports_rss_mb']:.0f} MiB), export {p['seconds']:.1f} s")
+        print(f"    peak RSS 10x / 1x: {peaks[10]['peak_rss_mb'] / peaks[1]['peak_rss_mb']:.2f} (target < 1.5)")
 
 
 def fill_database(url: str, n_concepts: int, dim: int, page: int = 50_000) -> None:

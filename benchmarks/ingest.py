@@ -16,12 +16,11 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from _common import fresh_database, peak_rss_mb
+from _common import fresh_database, peak_rss_mb, throwaway_server
 
 from lvm_pipeline import db, ingest
 from lvm_pipeline.db import batches, bulk, encoders
@@ -128,18 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(*args.child)
-    with tempfile.TemporaryDirectory(prefix="lvm-bench-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        server = EmbeddedPostgres(workdir / "pg")
-        server.start()
-        try:
-            if not args.skip_throughput:
-                throughput(args, server, workdir)
-            if not args.skip_memory:
-                peak_rss(args, server, workdir)
-        finally:
-            server.stop()
+    with throwaway_server() as (server, workdir):
+        if not args.skip_throughput:
+            throughput(args, server, workdir)
+        if not args.skip_memory:
+            peak_rss(args, server, workdir)
 
 
 if __name__ == "__main__":
