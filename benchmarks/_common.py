@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -23,6 +26,12 @@ def throwaway_server() -> Iterator[tuple[EmbeddedPostgres, Path]]:
             yield server, workdir
         finally:
             server.stop()
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Run `script` with `args` in a fresh Python process; the JSON object it prints last."""
+    child = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def fresh_database(server: EmbeddedPostgres) -> str:

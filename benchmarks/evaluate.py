@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import numpy as np
-from _common import fresh_database, peak_rss_mb, throwaway_server
+from _common import fresh_database, peak_rss_mb, run_child, throwaway_server
 
 from lvm_pipeline import db
 from lvm_pipeline.arrays import unit_rows
@@ -130,10 +128,7 @@ def export_memory(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             fill_database(url, n, args.dim)
             fill_s = time.perf_counter() - t0
-            child = subprocess.run([sys.executable, __file__, "--export-child", url, str(workdir / f"bank{scale}")],
-                                   check=True, capture_output=True, text=True)
-            peaks[scale] = json.loads(child.stdout.strip().splitlines()[-1])
-            p = peaks[scale]
+            p = peaks[scale] = run_child(__file__, "--export-child", url, str(workdir / f"bank{scale}"))
             print(f"(c) {scale:>2}x the demo bank: {n:,} concepts ({n * args.dim * 4 / 2**20:.0f} MiB of vectors; "
                   f"filled in {fill_s:.0f} s): peak RSS {p['peak_rss_mb']:.0f} MiB (after imports "
                   f"{p['imports_rss_mb']:.0f} MiB), export {p['seconds']:.1f} s")

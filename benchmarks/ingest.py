@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
-from _common import fresh_database, peak_rss_mb, throwaway_server
+from _common import fresh_database, peak_rss_mb, run_child, throwaway_server
 
 from lvm_pipeline import db, ingest
 from lvm_pipeline.db import batches, bulk, encoders
@@ -94,10 +92,7 @@ def peak_rss(args, server: EmbeddedPostgres, workdir: Path) -> None:
         batch = [dict(r, id=f"{r['id']}#{i // len(records)}") for i, r in
                  ((i, records[i % len(records)]) for i in range(n))]
         landing = write_landing(workdir / f"rss_{scale}x.jsonl", batch)
-        child = subprocess.run([sys.executable, __file__, "--child", str(landing), fresh_database(server)],
-                               check=True, capture_output=True, text=True)
-        results[scale] = json.loads(child.stdout.strip().splitlines()[-1])
-        r = results[scale]
+        r = results[scale] = run_child(__file__, "--child", str(landing), fresh_database(server))
         print(f"(d) {scale:>2}x demo batch: {n:6d} articles, {r['concepts']:6d} concepts, peak RSS "
               f"{r['parse_chunk_peak_rss_mb']:.0f} MiB after parse+chunk, {r['peak_rss_mb']:.0f} MiB in all, "
               f"{r['seconds']:.0f} s")

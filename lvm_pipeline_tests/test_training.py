@@ -25,9 +25,10 @@ from lvm_pipeline.evaluation.queries import Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 from lvm_pipeline.models.base import ModelConfig, NextConceptModel, build_model, family, register_config
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training import TrainConfig, check_compatible, load_checkpoint, train
 from lvm_pipeline.training.checkpoint import load_training_state
-from lvm_pipeline.training.data import ArticleBatches, bank_tmd_vectors
+from lvm_pipeline.training.data import ArticleBatches
 from lvm_pipeline.training.losses import cosine_loss, infonce_loss, last_positions, mse_loss, training_loss
 from lvm_pipeline.training.trainer import HISTORY_KEYS, learning_rate
 from lvm_pipeline_tests.conftest import PROJECT_ROOT

@@ -15,8 +15,8 @@ from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import trained_model
-from lvm_pipeline.training.data import bank_tmd_vectors
 from lvm_pipeline.training.runs import current_run_dir
 
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lvm_pipeline.arrays import unit_rows
+from lvm_pipeline.arrays import row_cosines, row_slices, unit_rows
 from lvm_pipeline.evaluation.queries import Queries
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 
 BATCH_QUERIES = 8192
-
-
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 def _covered_rows(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -32,7 +27,7 @@ def context_means(vectors: np.ndarray, queries: Queries, batch_size: int = BATCH
     that a batch of queries (taken in target order) covers."""
     means = np.empty((len(queries), vectors.shape[1]), dtype=np.float64)
     order = np.argsort(queries.target, kind="stable")
-    for batch in _batches(len(order), batch_size):
+    for batch in row_slices(len(order), batch_size):
         members = order[batch]
         start, target = queries.context_start[members], queries.target[members]
         rows = _covered_rows(start, target)
@@ -44,7 +39,7 @@ def context_means(vectors: np.ndarray, queries: Queries, batch_size: int = BATCH
 
 
 def _mean_cosine(predicted: np.ndarray, target: np.ndarray) -> float:
-    return float(np.einsum("nd,nd->n", unit_rows(predicted), unit_rows(target)).mean())
+    return float(row_cosines(predicted, target).mean())
 
 
 def _subsample(queries: Queries, limit: int, rng: np.random.Generator) -> Queries:
@@ -98,7 +93,7 @@ class Ridge:
 
     def _batched(self, vectors: np.ndarray, queries: Queries):
         """(slice, features, target rows) per batch of queries."""
-        for batch in _batches(len(queries), self.batch_size):
+        for batch in row_slices(len(queries), self.batch_size):
             part = queries.subset(np.arange(batch.start, batch.stop))
             yield batch, self.features(vectors, part), part.target
 
@@ -173,7 +168,7 @@ class SuccessorKNN:
         if self.index is None:
             raise RuntimeError("SuccessorKNN.predict before fit")
         predicted = np.zeros((len(queries), vectors.shape[1]), dtype=np.float32)
-        for batch in _batches(len(queries), self.batch_size):
+        for batch in row_slices(len(queries), self.batch_size):
             last = queries.last[batch]
             _, neighbours = self.index.search(vectors[last], self.k + 1)  # one spare for the query's own row
             valid = neighbours >= 0

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from lvm_pipeline.arrays import unit_rows
+from lvm_pipeline.arrays import row_slices, unit_rows
 from lvm_pipeline.evaluation.queries import Queries
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ _NOT_FOUND = np.iinfo(np.int64).max
 
 def _unit_float32(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(unit_rows(rows, dtype=np.float32))
-
-
-def _batches(n: int, size: int):
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
 
 
 class BankIndex:
@@ -65,7 +60,7 @@ class BankIndex:
         else:
             self.nlist = None
             self.index = faiss.IndexFlatIP(dim)
-        for batch in _batches(size, batch_rows):
+        for batch in row_slices(size, batch_rows):
             self.index.add(_unit_float32(vectors[batch] if self.rows is None else vectors[self.rows[batch]]))
 
     @property
@@ -88,7 +83,7 @@ class BankIndex:
         predicted = np.asarray(predicted)
         scores = np.empty((len(predicted), k), dtype=np.float32)
         ids = np.empty((len(predicted), k), dtype=np.int64)
-        for batch in _batches(len(predicted), batch_size):
+        for batch in row_slices(len(predicted), batch_size):
             scores[batch], ids[batch] = self.index.search(_unit_float32(predicted[batch]), k)
         return scores, ids
 
@@ -120,7 +115,7 @@ def retrieval_ranks(index: BankIndex, predicted: np.ndarray, queries: Queries, k
     capped = queries.context_length > max_context_depth
     by_depth = np.argsort(depths, kind="stable")
     undetermined = 0
-    for batch in _batches(len(by_depth), batch_size):
+    for batch in row_slices(len(by_depth), batch_size):
         rows = by_depth[batch]
         depth = int(depths[rows].max())
         _, ids = index.search(predicted[rows], depth, batch_size)

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 from sacrebleu.metrics import BLEU
 
-from lvm_pipeline.arrays import unit_rows
+from lvm_pipeline.arrays import row_cosines
 from lvm_pipeline.gates.result import GateResult, Rule, at_least, judge, mean_or_none
 from lvm_pipeline.text import excerpt
 
@@ -81,8 +81,8 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
     source_texts = [texts[s] for s in source.tolist()]
     fresh = reencode(decoded_texts) if decoded_texts else np.zeros((0, stored.shape[1]), np.float32)
     scores = _text_scores(decoded_texts, source_texts) | {
-        "stored_cos": _row_cos(queries, stored[decoded]), "text_cos": _row_cos(queries, fresh),
-        "random_cos": _row_cos(queries, stored[_random_others(source, len(stored), seed)])}
+        "stored_cos": row_cosines(queries, stored[decoded]), "text_cos": row_cosines(queries, fresh),
+        "random_cos": row_cosines(queries, stored[_random_others(source, len(stored), seed)])}
     n = int(found.sum())
     figures = {"n_bank": len(stored), "n_queries": len(found), "n_decoded": n,
                **{name: mean_or_none(values) for name, values in scores.items()},
@@ -93,7 +93,7 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
         references = [texts[i] for i in np.asarray(inversion.index).tolist()]
         v2t = _text_scores(inversion.inverted, references) | {
             "exact_match": np.array([a == b for a, b in zip(inversion.inverted, references)], dtype=np.float64),
-            "cos": _row_cos(inversion.vectors, stored[np.asarray(inversion.index)])}
+            "cos": row_cosines(inversion.vectors, stored[np.asarray(inversion.index)])}
         figures |= {"v2t_n": len(references), **{f"v2t_{k}": mean_or_none(v) for k, v in v2t.items()},
                     "v2t_ms_per_query": 1000 * inversion.latency_s / len(references) if references else None}
         rules |= {"v2t_bleu4": Rule((at_least(thresholds.go_v2t_bleu4),)),
@@ -126,10 +126,6 @@ def _note(figures: dict, t: DecoderBaselineThresholds) -> str:
     if figures["text_cos"] < t.go_text_cos <= figures["stored_cos"]:
         note += "; the nearest stored vectors match the queries but their texts do not: vectors misaligned with texts?"
     return note
-
-
-def _row_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.einsum("nd,nd->n", unit_rows(a), unit_rows(b))
 
 
 def _random_others(source: np.ndarray, n_bank: int, seed: int) -> np.ndarray:

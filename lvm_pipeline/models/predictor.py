@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lvm_pipeline.arrays import right_padded
 from lvm_pipeline.evaluation.queries import Queries
 
 
@@ -50,19 +51,9 @@ class ModelPredictor:
         return self._run(x, tmd, torch.tensor([len(context) - 1], device=self.device))[0]
 
     def _predict_rows(self, vectors: np.ndarray, starts: np.ndarray, lengths: np.ndarray, tmd: np.ndarray | None) -> np.ndarray:
-        width = int(lengths.max())
-        positions = np.arange(width)
-        real = positions[None, :] < lengths[:, None]
-        rows = (starts[:, None] + positions[None, :])[real]
-        x = np.zeros((len(starts), width, vectors.shape[1]), dtype=np.float32)
-        x[real] = vectors[rows]
-        x_tmd = None
-        if tmd is not None:
-            x_tmd = np.zeros((len(starts), width, tmd.shape[1]), dtype=np.float32)
-            x_tmd[real] = tmd[rows]
-            x_tmd = torch.from_numpy(x_tmd).to(self.device)
-        last = torch.from_numpy(lengths - 1).to(self.device)
-        return self._run(torch.from_numpy(x).to(self.device), x_tmd, last)
+        x = torch.from_numpy(right_padded(vectors, starts, lengths)).to(self.device)
+        x_tmd = None if tmd is None else torch.from_numpy(right_padded(tmd, starts, lengths)).to(self.device)
+        return self._run(x, x_tmd, torch.from_numpy(lengths - 1).to(self.device))
 
     def _run(self, x: torch.Tensor, tmd: torch.Tensor | None, last: torch.Tensor) -> np.ndarray:
         was_training = self.model.training

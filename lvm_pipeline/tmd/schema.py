@@ -211,3 +211,12 @@ def tmd_vectors(bits: np.ndarray) -> np.ndarray:
 def tmd_vector(bits: int) -> np.ndarray:
     """The (16,) float32 unit vector of one TMD code."""
     return tmd_vectors(np.array([operator.index(bits)]))[0]
+
+
+def bank_tmd_vectors(tmd_bits: np.ndarray) -> np.ndarray:
+    """(N, 16) float32 TMD vectors of every bank row; zero rows where the code is unknown (bits < 0)."""
+    bits = np.asarray(tmd_bits, dtype=np.int64)
+    out = np.zeros((len(bits), TMD_DIM), dtype=np.float32)
+    known = bits >= 0
+    out[known] = tmd_vectors(bits[known])
+    return out

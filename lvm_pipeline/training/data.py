@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lvm_pipeline.tmd.schema import TMD_DIM, tmd_vectors
+from lvm_pipeline.arrays import right_padded
 
 
 @dataclass
@@ -29,15 +29,6 @@ class Batch:
         tmd = None if self.tmd is None else self.tmd.to(device, non_blocking=True)
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
                      self.mask.to(device, non_blocking=True), tmd)
-
-
-def bank_tmd_vectors(tmd_bits: np.ndarray) -> np.ndarray:
-    """(N, 16) float32 TMD vectors of every bank row; zero rows where the code is unknown (bits < 0)."""
-    bits = np.asarray(tmd_bits, dtype=np.int64)
-    out = np.zeros((len(bits), TMD_DIM), dtype=np.float32)
-    known = bits >= 0
-    out[known] = tmd_vectors(bits[known])
-    return out
 
 
 class ArticleBatches:
@@ -81,14 +72,10 @@ class ArticleBatches:
 
     def batch(self, rows: np.ndarray) -> Batch:
         """Right-padded inputs/targets/mask (+ TMD) of the sequences at bank rows [start, end)."""
-        lengths = rows[:, 1] - rows[:, 0]
+        starts, lengths = rows[:, 0], rows[:, 1] - rows[:, 0]
         width = int(lengths.max())
-        sequences = np.zeros((len(rows), width, self.vectors.shape[1]), dtype=np.float32)
-        tmd = None if self.tmd is None else np.zeros((len(rows), width - 1, TMD_DIM), dtype=np.float32)
-        for i, (start, end) in enumerate(rows):
-            sequences[i, :end - start] = self.vectors[start:end]
-            if tmd is not None:
-                tmd[i, :end - start - 1] = self.tmd[start:end - 1]
+        sequences = right_padded(self.vectors, starts, lengths)
+        tmd = None if self.tmd is None else right_padded(self.tmd, starts, lengths - 1, width - 1)
         mask = np.arange(width - 1)[None, :] < (lengths - 1)[:, None]
         whole = torch.from_numpy(sequences)
         return Batch(whole[:, :-1], whole[:, 1:], torch.from_numpy(mask), None if tmd is None else torch.from_numpy(tmd))

@@ -40,6 +40,7 @@ from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models.base import ModelConfig, NextConceptModel, build_model
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import (
     check_compatible,
     checkpoint_files,
@@ -49,7 +50,7 @@ from lvm_pipeline.training.checkpoint import (
     save_checkpoint,
 )
 from lvm_pipeline.training.config import RESUMABLE_CHANGES, TrainConfig
-from lvm_pipeline.training.data import ArticleBatches, bank_tmd_vectors
+from lvm_pipeline.training.data import ArticleBatches
 from lvm_pipeline.training.losses import training_loss
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.baselines import CopyLast
 from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import check_compatible, load_checkpoint
-from lvm_pipeline.training.data import bank_tmd_vectors
 from lvm_pipeline.training.trainer import HISTORY_FILE
 
 
