@@ -53,7 +53,8 @@ def bare_loop_steps_per_s(model_name: str, sequences: TrainingSequences, config:
     bank = sequences.bank
     model = build_model(model_name, bank.vectors.shape[1]).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len, config.seed)
+    data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len, config.seed,
+                          group_by_length=config.group_by_length)
     steps = seconds = 0.0
     for epoch in range(config.epochs):
         started = time.perf_counter()

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -149,6 +149,20 @@ def test_the_learning_rate_warms_up_linearly_then_decays_by_cosine():
         TrainConfig(loss="l1")
 
 
+def test_a_schedule_over_the_time_budget_warms_up_and_decays_by_whichever_ends_first():
+    budget = TrainConfig(lr=1.0, warmup_steps=0.1, min_lr_ratio=0.1, time_budget_s=100, decay_over="time_budget")
+    total = 1000  # far more steps than the budget allows: the clock drives the schedule
+    assert learning_rate(0, budget, total, elapsed_s=5) == pytest.approx(0.5)  # half of the warmup's 10 s
+    assert learning_rate(1, budget, total, elapsed_s=10) == pytest.approx(1.0)
+    assert learning_rate(2, budget, total, elapsed_s=55) == pytest.approx(0.55)  # half of the decay: the midpoint
+    assert learning_rate(3, budget, total, elapsed_s=100) == pytest.approx(0.1)
+    assert learning_rate(4, budget, total, elapsed_s=250) == pytest.approx(0.1)
+    steps_first = learning_rate(999, budget, total, elapsed_s=1)  # the steps end before the budget: they rule
+    assert steps_first == pytest.approx(learning_rate(999, replace(budget, decay_over="epochs"), total)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="time_budget_s"):
+        TrainConfig(decay_over="time_budget")
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -179,6 +193,20 @@ def test_batches_are_seeded_cropped_and_split_between_ranks(sequences):
     assert np.all(tmd[bits < 0] == 0) and np.allclose(np.linalg.norm(tmd[bits >= 0], axis=1), 1)
     with_tmd = ArticleBatches(bank.vectors, bounds, 8, 5, seed=3, tmd=tmd)
     assert next(with_tmd.epoch(0)).tmd.shape == (*batch.mask.shape, 16)
+
+
+def test_batches_grouped_by_length_hold_the_same_windows_with_less_padding(sequences):
+    bounds = sequences.article_bounds("train")
+    plain, grouped = (ArticleBatches(sequences.bank.vectors, bounds, 4, 8, seed=1, group_by_length=g) for g in (False, True))
+    rows, grouped_rows = plain.epoch_rows(0), grouped.epoch_rows(0)
+    assert sorted(map(tuple, rows.tolist())) == sorted(map(tuple, grouped_rows.tolist()))  # the same crops, reordered
+    assert np.array_equal(grouped_rows, grouped.epoch_rows(0)) and not np.array_equal(grouped_rows, grouped.epoch_rows(1))
+
+    def padded_positions(epoch_rows):
+        return sum(len(b) * int(np.diff(b, axis=1).max()) for b in np.split(epoch_rows, range(4, len(epoch_rows), 4)))
+
+    assert padded_positions(grouped_rows) < padded_positions(rows)
+    assert len(list(grouped.epoch(0))) == len(grouped) == len(plain)
 
 
 # ---------------------------------------------------------------- training

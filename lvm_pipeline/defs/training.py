@@ -44,14 +44,15 @@ model_families = StaticPartitionsDefinition(list(FAMILY_NAMES))
 class LvmCheckpointConfig(Config):
     model: str = Field(default="", description="A registered model config (e.g. gru_small, gru_768); empty: <family>_small.")
     epochs: int = Field(default=20, description="Passes over the train articles (early stopping may end sooner).")
-    batch_size: int = 32
-    lr: float = 1e-3
+    batch_size: int = Field(default=256, description="Articles per step; more of them, more InfoNCE negatives.")
+    lr: float = 3e-3
     loss: Literal["cosine", "mse"] = "cosine"
     infonce_alpha: float = Field(default=1.0, description="Weight of the in-batch InfoNCE term (0: off).")
-    infonce_temperature: float = 0.1
+    infonce_temperature: float = 0.05
     positions: Literal["all", "last"] = Field(default="all", description="Loss on every position, or the last only.")
     patience: int = Field(default=4, description="Validations without a better val Hit@5 before stopping.")
-    time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget).")
+    time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget); the "
+                                 "learning-rate schedule then spans the budget, or the epochs if they end first.")
     seed: int = 0
     resume: bool = Field(default=False, description="Continue from this family's last checkpoint.")
 
@@ -72,7 +73,8 @@ def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig) 
     recipe = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, loss=config.loss,
                          infonce_alpha=config.infonce_alpha, infonce_temperature=config.infonce_temperature,
                          positions=config.positions, patience=config.patience, seed=config.seed,
-                         time_budget_s=config.time_budget_s or None)
+                         time_budget_s=config.time_budget_s or None,
+                         decay_over="time_budget" if config.time_budget_s else "epochs")
 
     def observe(entry: dict) -> None:
         context.log_event(AssetObservation(asset_key=context.asset_key, partition=family,

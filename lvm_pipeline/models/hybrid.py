@@ -52,7 +52,7 @@ def toy_hybrid() -> HybridConfig:
 @register_config
 def hybrid_small() -> HybridConfig:
     """Hybrid the demo trains on 2 CPU cores: the Mamba-2 block of `mamba2_small`, then an attention block."""
-    return HybridConfig(d_model=256, n_layers=2, dropout=0.1, d_state=64, headdim=64, attention_every=2, n_heads=4)
+    return HybridConfig(d_model=256, n_layers=2, dropout=0.0, d_state=64, headdim=64, attention_every=2, n_heads=4)
 
 
 @register_config

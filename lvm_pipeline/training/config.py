@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 LOSSES = ("cosine", "mse")
 POSITIONS = ("all", "last")
+DECAY_OVER = ("epochs", "time_budget")
 # fields that may change when a run is resumed: they do not change what the run computes
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "time_budget_s", "device", "num_threads", "keep_best"})
 
@@ -20,6 +21,7 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     warmup_steps: float = 0.05  # linear warmup: >= 1 a number of optimizer steps, < 1 a fraction of all of them
     min_lr_ratio: float = 0.1  # the cosine decay ends at lr * min_lr_ratio on the last optimizer step
+    decay_over: str = "epochs"  # "epochs": warmup and decay span all epochs; "time_budget": or time_budget_s if shorter
     grad_clip: float | None = 1.0  # clip the global gradient norm to this (None: no clipping)
     accumulation_steps: int = 1  # batches whose gradients are summed into one optimizer step
     loss: str = "cosine"  # "cosine" (1 - cos) or "mse" between the prediction and the next vector
@@ -27,6 +29,7 @@ class TrainConfig:
     infonce_temperature: float = 0.07  # temperature of the InfoNCE logits (cosines / temperature)
     positions: str = "all"  # "all": a loss at every position of the causal sequence; "last": each sequence's last only
     max_len: int = 64  # longer articles are cropped to a random window of max_len + 1 concepts each epoch
+    group_by_length: bool = False  # batch articles of similar length (less padding, less varied negatives)
     patience: int | None = 5  # stop after this many validations without a better val Hit@5 (None: never)
     keep_best: int = 3  # per-epoch checkpoints kept: the best K by val Hit@5 (besides `last` and `best`)
     time_budget_s: float | None = None  # wall-clock seconds for this run; it then validates, saves and stops
@@ -40,6 +43,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.decay_over not in DECAY_OVER:
+            raise ValueError(f"decay_over must be one of {DECAY_OVER}, got {self.decay_over!r}")
+        if self.decay_over == "time_budget" and not (self.time_budget_s or 0) > 0:
+            raise ValueError("decay_over='time_budget' needs a time_budget_s > 0")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulation_steps": self.accumulation_steps,

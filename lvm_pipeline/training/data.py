@@ -2,6 +2,9 @@
 
 An epoch shuffles the articles of two or more concepts with a generator seeded by (seed, epoch), crops each
 longer than max_len + 1 concepts to a window at a seeded random offset, and cuts the order into batches.
+With `group_by_length`, the shuffled order is sorted by length within groups of GROUP_BATCHES batches before
+it is cut, and the batches are then shuffled: a batch pads to its longest sequence, and a corpus of mostly
+short articles otherwise spends most of its compute on padding.
 Under DDP each rank takes every world_size-th article of the same order (the order padded by repeating its
 start so that every rank has the same number of batches, as `DistributedSampler` does). The epoch's batches
 depend only on (seed, epoch), so a resumed run can skip to any batch of an epoch.
@@ -16,6 +19,8 @@ import numpy as np
 import torch
 
 from lvm_pipeline.arrays import right_padded
+
+GROUP_BATCHES = 32  # batches per group sorted by length (group_by_length)
 
 
 @dataclass
@@ -35,14 +40,14 @@ class ArticleBatches:
     """Seeded, cropped, right-padded batches of whole articles (rows [start, end) of `vectors`)."""
 
     def __init__(self, vectors: np.ndarray, article_bounds: np.ndarray, batch_size: int, max_len: int, seed: int = 0,
-                 tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1):
+                 tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1, group_by_length: bool = False):
         bounds = np.asarray(article_bounds, dtype=np.int64).reshape(-1, 2)
         self.bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]  # one concept has no next one
         if not len(self.bounds):
             raise ValueError("no article of two or more concepts to train on")
         self.vectors, self.tmd = vectors, tmd
         self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.group_by_length = rank, world_size, group_by_length
 
     @property
     def articles_per_rank(self) -> int:
@@ -60,9 +65,22 @@ class ArticleBatches:
         offsets = rng.integers(0, np.maximum(sizes - self.max_len, 1))  # crop start within each article
         starts = self.bounds[:, 0] + offsets
         ends = np.minimum(starts + self.max_len + 1, self.bounds[:, 1])
+        if self.group_by_length:
+            order = self._grouped_by_length(order, ends - starts, rng)
         padded = np.resize(order, self.articles_per_rank * self.world_size)  # repeats the start of the order
         mine = padded[self.rank::self.world_size]
         return np.stack([starts[mine], ends[mine]], axis=1)
+
+    def _grouped_by_length(self, order: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`order` sorted by length within groups of GROUP_BATCHES batches, its full batches (of every rank
+        together) then shuffled; a last, shorter batch stays last."""
+        step = self.batch_size * self.world_size  # a batch of each rank: consecutive articles, dealt round robin
+        group = step * GROUP_BATCHES
+        order = np.concatenate([part[np.argsort(lengths[part], kind="stable")]
+                                for part in np.split(order, range(group, len(order), group))])
+        batches = np.split(order, range(step, len(order), step))
+        n_full = len(order) // step
+        return np.concatenate([batches[i] for i in rng.permutation(n_full)] + batches[n_full:])
 
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """The batches of `epoch`, from batch `skip` on."""

@@ -74,14 +74,21 @@ class TrainResult:
     best_metrics: dict  # val metrics of the best checkpoint (rank 0)
 
 
-def learning_rate(step: int, config: TrainConfig, total_steps: int) -> float:
+def learning_rate(step: int, config: TrainConfig, total_steps: int, elapsed_s: float = 0.0) -> float:
     """The learning rate of optimizer step `step` (0-based): linear warmup to config.lr, then cosine decay to
-    config.lr * min_lr_ratio at the last step."""
+    config.lr * min_lr_ratio at the last step. With decay_over="time_budget" the warmup and the decay end at whichever
+    comes first, the last step or the end of the time budget (`elapsed_s` of it spent)."""
     warmup = config.warmup_optimizer_steps(total_steps)
-    if step < warmup:
-        return config.lr * (step + 1) / warmup
-    progress = min((step - warmup) / max(total_steps - warmup - 1, 1), 1.0)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    ramp = (step + 1) / warmup if step < warmup else 1.0
+    progress = (step - warmup) / max(total_steps - warmup - 1, 1)
+    if config.decay_over == "time_budget":
+        spent = elapsed_s / config.time_budget_s
+        warmup_share = config.warmup_steps if config.warmup_steps < 1 else 0.0
+        if warmup_share:
+            ramp = max(ramp, spent / warmup_share)
+        progress = max(progress, (spent - warmup_share) / (1 - warmup_share))
+    ramp, progress = min(ramp, 1.0), min(max(progress, 0.0), 1.0)
+    return config.lr * ramp * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def train(model_config: ModelConfig | str, sequences: TrainingSequences, out_dir: Path, config: TrainConfig,
@@ -201,7 +208,7 @@ class _Run:
         _seed_everything(config.seed + world.rank)  # dropout differs between ranks
         self.tmd = bank_tmd_vectors(bank.column("tmd_bits")) if self.model.config.tmd else None
         self.data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len,
-                                   config.seed, self.tmd, world.rank, world.world_size)
+                                   config.seed, self.tmd, world.rank, world.world_size, config.group_by_length)
         self.steps_per_epoch = -(-len(self.data) // config.accumulation_steps)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.validate = _Validator(sequences, config, self.tmd) if world.is_main else None
@@ -273,20 +280,21 @@ class _Run:
             self.batch_in_epoch += 1
             bar.update()
             if steps_now:
-                self._optimizer_step()
+                elapsed = 0.0
+                if config.time_budget_s is not None:  # the ranks' mean clock: every rank steps and stops alike
+                    elapsed = world.sum(time.monotonic() - started)[0] / world.world_size
+                self._optimizer_step(elapsed)
                 if self.progress and self.step % PROGRESS_EVERY == 0:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
-                if config.time_budget_s is not None:
-                    over = time.monotonic() - started > config.time_budget_s
-                    if world.sum(float(over))[0] > 0:  # every rank stops at the same step
-                        timed_out = True
-                        break
+                if config.time_budget_s is not None and elapsed > config.time_budget_s:
+                    timed_out = True
+                    break
         bar.close()
         total, count = world.sum(loss_sum.item(), n_losses)
         return timed_out, total / max(count, 1)
 
-    def _optimizer_step(self) -> None:
-        lr = learning_rate(self.step, self.config, self.total_steps)
+    def _optimizer_step(self, elapsed_s: float) -> None:
+        lr = learning_rate(self.step, self.config, self.total_steps, elapsed_s)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if self.config.grad_clip is not None:
