@@ -145,6 +145,7 @@ def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_ur
                           raise_on_error=False)
     meta = trained.asset_materializations_for_node("lvm_checkpoint")[0].metadata
     assert meta["model"].value == "gru" and meta["epochs"].value == 3
+    assert meta["train_config"].value["epochs"] == 3 and meta["train_config"].value["decay_over"] == "epochs"
     assert "| epoch |" in meta["history"].value
     checks = {c.check_name: c for c in trained.get_asset_check_evaluations()}
     assert set(checks) == {"training_loss", "beats_copy_last"} and checks["training_loss"].passed

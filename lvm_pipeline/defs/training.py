@@ -91,6 +91,7 @@ def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig) 
     return MaterializeResult(metadata={
         "model": sidecar["model_name"],
         "config": MetadataValue.json(sidecar["model_config"]),
+        "train_config": MetadataValue.json(sidecar["train_config"]),
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs": len(history),
         "stopped_because": result.stopped_because,
