@@ -8,6 +8,7 @@ missing database, another encoder) prints one line and exits non-zero; `--debug`
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -285,6 +286,35 @@ def cmd_exclude(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict ----------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    """The next concept after the given sentences, as the bank's nearest texts, from a trained model."""
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.encoders import SentenceEncoder
+    from lvm_pipeline.inference import NextConceptPredictor, family_checkpoint, report_best_checkpoint
+
+    if not args.sentences and sys.stdin.isatty():
+        raise PipelineError("give the context as arguments, or one sentence per line on stdin")
+    sentences = [s for s in args.sentences or sys.stdin.read().splitlines() if s.strip()]
+    if not sentences:
+        raise PipelineError("give at least one non-empty sentence of context")
+    config = settings()
+    checkpoint = (args.checkpoint or (family_checkpoint(config.checkpoints_dir, args.family) if args.family else
+                                      report_best_checkpoint(config.reports_dir, config.checkpoints_dir)))
+    predictor = NextConceptPredictor(checkpoint, open_bank(config.exports_dir), SentenceEncoder(config.encoder))
+    result = predictor(sentences, args.k)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{result.model} ({result.checkpoint}), after {len(result.context)} sentence(s):")
+    for rank, neighbour in enumerate(result.neighbours, 1):
+        print(f"  {rank}. {neighbour.score:.3f}  {neighbour.text}  [{neighbour.article_id}]")
+    latency = result.latency_ms
+    print(f"latency: {latency['total']:.1f} ms (encode {latency['encode']:.1f}, model {latency['predict']:.1f}, "
+          f"retrieval {latency['decode']:.1f})")
+    return 0
+
+
 # -- dev --------------------------------------------------------------------------------------
 def cmd_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI (webserver + daemon) on 127.0.0.1, backed by the same PostgreSQL."""
@@ -352,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("include", help="undo `exclude`")
     p.add_argument("batch")
     p.set_defaults(func=cmd_exclude, include=True, reason=None)
+
+    p = sub.add_parser("predict", help="the next concept after a few sentences, from a trained model")
+    p.add_argument("sentences", nargs="*", help="the context, one concept per argument (none: one per line of stdin)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", type=Path, default=None,
+                       help="a checkpoint file (default: the best model of the latest benchmark report)")
+    which.add_argument("--family", choices=FAMILY_NAMES, default=None, help="that family's current best checkpoint")
+    p.add_argument("-k", type=int, default=5, help="nearest texts to print (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("dev", help="open the Dagster UI on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")
