@@ -85,11 +85,40 @@ def test_the_same_queries_and_bank_for_every_predictor(planted):
     for r in result.results.values():
         assert all(len(values) == n for values in r.per_query.values())
         for estimate in r.estimates.values():
-            assert estimate.ci_low <= estimate.value <= estimate.ci_high or not np.isfinite(estimate.value)
+            assert estimate.ci_low - 1e-12 <= estimate.value <= estimate.ci_high + 1e-12 or not np.isfinite(estimate.value)
     assert result.chance[5] == pytest.approx(5 / len(planted.bank))
     # context length 1 has nothing to apply the rule to: the model is only as good as copy-last there
     by_length = dict((label, e) for label, _, e in result.by_context_length["knows_the_rule"])
     assert by_length["2"].value > by_length["1"].value
+
+
+class Oracle:
+    """Predicts the target itself: decodes to the target's text."""
+
+    name = "oracle"
+
+    def predict(self, vectors, queries: Queries, tmd=None) -> np.ndarray:
+        return np.asarray(vectors[queries.target])
+
+
+def test_predictions_decode_back_to_text_with_bleu_and_the_echo_loop(planted):
+    texts = list(planted.bank.texts)
+    row_of = {text: row for row, text in enumerate(texts)}
+
+    def encode(batch):  # the synthetic bank's texts have no encoder: a text encodes to its own stored vector
+        return np.asarray(planted.bank.vectors[[row_of[t] for t in batch]])
+
+    result = run_benchmark(planted, models=[Oracle()], n_resamples=100, encode=encode)
+    oracle, copy_last = result.results["oracle"], result.results["copy_last"]
+    assert oracle.estimates["decode_bleu1"].value == pytest.approx(1.0)
+    assert oracle.estimates["decode_bleu4"].value == pytest.approx(1.0)
+    assert copy_last.estimates["decode_bleu4"].value < 0.9  # "Sentence 41." decoded for "Sentence 42."
+    assert oracle.estimates["echo"].value == pytest.approx(1.0, abs=1e-5)
+    assert copy_last.estimates["echo"].value == pytest.approx(1.0, abs=1e-5)  # it decodes to its own last concept
+    assert result.results["mean_context"].estimates["echo"].value < 0.99
+    targets = planted.windows["test"].target[result.examples]
+    assert oracle.decoded.rows.shape == (len(targets), 5) and oracle.decoded.rows[:, 0].tolist() == targets.tolist()
+    assert "echo" not in run_benchmark(planted, n_resamples=50).results["copy_last"].estimates  # no encoder, no echo
 
 
 def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path):
@@ -100,6 +129,8 @@ def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path
     for name in (*BASELINES, "knows_the_rule"):
         assert f"| {name} |" in text
     assert "## Hit@5 by context length" in text and "**Example 1**" in text and "- target:" in text
+    assert "## Decoding back to text" in text and "| knows_the_rule | " in text
+    assert "  5. " in text  # a model's example shows its five decoded texts with their cosines
     for path in files.plots.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
         assert f"]({path.name})" in text
@@ -152,3 +183,6 @@ def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_ur
     report = materialize([benchmark_report], instance=dagster_instance, resources=resources())
     text = report.asset_materializations_for_node("benchmark_report")[0].metadata["report"].value
     assert "| gru | model |" in text and "training_curves" in text
+    report_json = json.loads(open(report.asset_materializations_for_node("benchmark_report")[0].metadata["json"].value).read())
+    echo = report_json["predictors"]["gru"]["echo"]  # the real encoder re-encoded the decoded texts
+    assert 0 < echo["ci_low"] <= echo["value"] <= echo["ci_high"] <= 1 + 1e-6

@@ -9,6 +9,7 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.bank import open_bank
 from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.defs.datasets import leakage, ordered_vectors, sequences_dir, training_sequences
+from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
 from lvm_pipeline.evaluation.benchmark import run_benchmark
 from lvm_pipeline.evaluation.report import write_report
@@ -29,8 +30,9 @@ class BenchmarkConfig(Config):
 
 
 @asset(group_name="evaluation", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "json"})
-def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) -> MaterializeResult:
-    """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, the decision, examples and plots."""
+def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, encoder: EncoderResource) -> MaterializeResult:
+    """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, decoding back to text, the decision,
+    examples and plots."""
     bank = open_bank(settings().exports_dir)
     sequences = load_sequences(bank, sequences_dir())
     models, curves = [], {}
@@ -44,8 +46,13 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig) ->
         models.append(ModelPredictor(model, sidecar["model_name"]))
         curves[sidecar["model_name"]] = history
     tmd = bank_tmd_vectors(bank.column("tmd_bits")) if any(m.uses_tmd for m in models) else None
+    bank_encoder = encoder.get()
+    if bank_encoder.fingerprint != bank.manifest["encoder_fingerprint"]:
+        context.log.info("the configured encoder is not the bank's: the report leaves the echo loop out")
+        bank_encoder = None
     benchmark = run_benchmark(sequences, models, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
-                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above), tmd=tmd)
+                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above), tmd=tmd,
+                              encode=bank_encoder and bank_encoder.encode)
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
              "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}

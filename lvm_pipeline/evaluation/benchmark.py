@@ -3,14 +3,16 @@
 `run_benchmark` fits the four baselines on the train (and val) windows, predicts every test query
 with them and with the given models, and measures each prediction the same way: full-bank Hit@K
 (and with the query's own context removed), within-article rank, next-vector cosine, L2, margin,
-CA and PAR, each with a 95% cluster-bootstrap CI by article; the paired difference of each model
-to the best baseline on Hit@5; Hit@5 by context length; and the GO / WARN / STOP decision.
+CA and PAR, and the retrieval-decoded text's BLEU-1/4 against the target's text, each with a 95%
+cluster-bootstrap CI by article; with an encoder, the echo loop on a sample of queries; the paired
+difference of each model to the best baseline on Hit@5; Hit@5 by context length; and the GO / WARN /
+STOP decision.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,14 +21,18 @@ from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.baselines import CopyLast, MeanContext, Ridge, SuccessorKNN
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
 from lvm_pipeline.evaluation.decision import Decision, decide
+from lvm_pipeline.evaluation.decoding import Decoded, echo_similarity, retrieval_decode
 from lvm_pipeline.evaluation.metrics import next_vector_metrics
 from lvm_pipeline.evaluation.queries import Predictor, Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, chance_at_k, retrieval_ranks, within_article_rank
+from lvm_pipeline.text import bleu_scores
 
 BASELINES = ("copy_last", "mean_context", "ridge", "successor_knn")
 KS = (1, 5, 10)
 CONTEXT_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 8), (9, 16), (17, 10**9))  # inclusive context-length ranges
 N_EXAMPLES = 5
+DECODE_K = 5  # texts decoded for each example query
+ECHO_SAMPLE = 200  # queries whose decoded text is re-encoded for the echo loop
 
 
 @dataclass
@@ -34,8 +40,8 @@ class PredictorResult:
     name: str
     kind: str  # "baseline" or "model"
     per_query: dict[str, np.ndarray]  # metric -> (n,) values on the benchmark's queries
-    estimates: dict[str, Estimate]  # metric -> mean with its 95% CI
-    nearest: np.ndarray  # (n_examples,) bank row nearest to the prediction of each example query
+    estimates: dict[str, Estimate]  # metric -> mean with its 95% CI ("echo": on a sample, with an encoder)
+    decoded: Decoded  # the DECODE_K nearest bank concepts of the prediction of each example query
     seconds_per_1k: float  # prediction time per 1,000 queries
 
 
@@ -69,15 +75,18 @@ def fit_baselines(sequences: TrainingSequences) -> list[Predictor]:
 
 def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = (), split: str = "test",
                   baselines: Sequence[Predictor] | None = None, n_resamples: int = 1000, seed: int = 0,
-                  index: BankIndex | None = None, tmd: np.ndarray | None = None) -> Benchmark:
+                  index: BankIndex | None = None, tmd: np.ndarray | None = None,
+                  encode: Callable[[Sequence[str]], np.ndarray] | None = None) -> Benchmark:
     """Every baseline and model on the `split` windows of `sequences`, against the full bank (`tmd`: the bank's
-    (N, 16) TMD vectors, for TMD-conditioned models)."""
+    (N, 16) TMD vectors, for TMD-conditioned models; `encode`: the bank's encoder, for the echo loop)."""
     bank, queries = sequences.bank, sequences.windows[split]
     if not len(queries):
         raise ValueError(f"the {split} split has no queries: the bank is too small to benchmark")
     index = index or BankIndex(bank.vectors)
     bootstrap = ClusterBootstrap(queries.article, n_resamples=n_resamples, seed=seed)
     examples = np.random.default_rng(seed).choice(len(queries), size=min(N_EXAMPLES, len(queries)), replace=False)
+    echo_sample = np.sort(np.random.default_rng(seed + 1).choice(len(queries), min(ECHO_SAMPLE, len(queries)), replace=False))
+    echo_bootstrap = ClusterBootstrap(queries.article[echo_sample], n_resamples=n_resamples, seed=seed)
     predictors = [(p, "baseline") for p in (baselines if baselines is not None else fit_baselines(sequences))]
     predictors += [(m, "model") for m in models]
     results = {}
@@ -86,10 +95,13 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
         predicted = predictor.predict(bank.vectors, queries, tmd)
         seconds = time.perf_counter() - started
         per_query = measure(predicted, bank, queries, index)
-        _, nearest = index.search(predicted[examples], 1)
-        results[predictor.name] = PredictorResult(
-            predictor.name, kind, per_query, {m: _estimate(bootstrap, v, queries) for m, v in per_query.items()},
-            nearest[:, 0], 1000 * seconds / len(queries))
+        estimates = {m: _estimate(bootstrap, v, queries) for m, v in per_query.items()}
+        if encode is not None:
+            echoed = retrieval_decode(index, bank.texts, predicted[echo_sample], k=1)
+            estimates["echo"] = echo_bootstrap.estimate(echo_similarity(encode, echoed, predicted[echo_sample]))
+        results[predictor.name] = PredictorResult(predictor.name, kind, per_query, estimates,
+                                                  retrieval_decode(index, bank.texts, predicted[examples], DECODE_K),
+                                                  1000 * seconds / len(queries))
     hit5 = {name: r.per_query["hit_at_5"] for name, r in results.items()}
     baseline_names = [name for name, r in results.items() if r.kind == "baseline"]
     decision = decide(hit5, baseline_names, [n for n in results if n not in baseline_names], bootstrap)
@@ -108,6 +120,9 @@ def measure(predicted: np.ndarray, bank, queries: Queries, index: BankIndex) -> 
     figures["within_article_rank"] = rank.astype(np.float64)
     figures["within_article_top1"] = (rank == 1).astype(np.float64)
     figures |= next_vector_metrics(predicted, bank.vectors, queries, bank.bank_article)
+    decoded = retrieval_decode(index, bank.texts, predicted, k=1)
+    bleu = bleu_scores(decoded.top_texts, bank.texts[queries.target])
+    figures |= {f"decode_{name}": values for name, values in bleu.items()}
     return figures
 
 

@@ -25,6 +25,7 @@ from lvm_pipeline.text import excerpt
 HEADLINE = [f"hit_at_{k}" for k in KS] + ["cosine"]
 SECONDARY = [f"hit_at_{k}_no_context" for k in KS] + ["within_article_rank", "within_article_top1", "l2", "margin",
                                                        "ca", "par"]
+DECODING = ["decode_bleu1", "decode_bleu4", "echo"]
 PERCENT = {m for m in HEADLINE + SECONDARY if m.startswith(("hit_", "within_article_top1"))}
 EXAMPLE_CONTEXT = 3  # context texts shown per example (the most recent)
 
@@ -98,6 +99,14 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "among its article's concepts (1 = best). margin = cos(pred, target) - cos(pred, last context). CA: share of "
         "other articles' concepts farther from the prediction than the target. PAR = max cos(pred, context) / "
         "max cos(target, context); > 1 means copying.", "",
+        "## Decoding back to text", "",
+        md_table(["predictor", *DECODING], [
+            (n, *(_fmt(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in DECODING))
+            for n in names]),
+        "", "Retrieval decoding: a prediction reads as the text of its nearest bank concept. decode_bleu1/4: sacrebleu "
+        "sentence BLEU (0-1) of that text against the target's text. echo: cosine of the prediction to the decoded "
+        "text re-encoded, on a seeded sample of queries (n/a without the encoder); for retrieval decoding it is the "
+        "top-1 cosine, since a bank text re-encodes to its own vector.", "",
         "## Hit@5 by context length", "",
         md_table(["context length", "queries", *names], _by_length_rows(b, names)), "",
         "## Examples", "", *_examples(b, texts),
@@ -125,11 +134,17 @@ def _examples(b: Benchmark, texts: np.ndarray) -> list[str]:
         out += [line for t in context for line in (f"> {t}", "")]  # one quote per context concept
         out.append(f"- target: *{excerpt(texts[target], 200)}*")
         for name, r in b.results.items():
-            nearest = int(r.nearest[j])
-            mark = " ✔" if nearest == target else " (a context concept)" if start <= nearest < target else ""
-            out.append(f"- {name}: {excerpt(texts[nearest], 200)}{mark}")
+            decoded = [(int(row), float(score)) for row, score in zip(r.decoded.rows[j], r.decoded.scores[j]) if row >= 0]
+            shown = decoded if r.kind == "model" else decoded[:1]  # models: their top 5; baselines: their nearest
+            lines = [f"{excerpt(texts[row], 200)} ({score:.2f}){_mark(row, start, target)}" for row, score in shown]
+            out.append(f"- {name}: {lines[0]}")
+            out += [f"  {rank}. {line}" for rank, line in enumerate(lines[1:], 2)]
         out.append("")
     return out
+
+
+def _mark(row: int, start: int, target: int) -> str:
+    return " ✔" if row == target else " (a context concept)" if start <= row < target else ""
 
 
 def _fmt(metric: str, e: Estimate) -> str:

@@ -25,17 +25,14 @@ from dataclasses import dataclass
 
 import faiss
 import numpy as np
-from sacrebleu.metrics import BLEU
 
 from lvm_pipeline.arrays import row_cosines
 from lvm_pipeline.gates.result import GateResult, Rule, at_least, judge, mean_or_none
-from lvm_pipeline.text import excerpt
+from lvm_pipeline.text import bleu_scores, excerpt
 
 GATE = "decoder_baseline"
 MAX_WORST = 10
 CANDIDATES = 16  # nearest neighbours searched per query, to skip the query and duplicates of its text
-_BLEU1 = BLEU(max_ngram_order=1, effective_order=True)
-_BLEU4 = BLEU(max_ngram_order=4, effective_order=True)
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,7 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
     decoded_texts = [texts[j] for j in decoded.tolist()]
     source_texts = [texts[s] for s in source.tolist()]
     fresh = reencode(decoded_texts) if decoded_texts else np.zeros((0, stored.shape[1]), np.float32)
-    scores = _text_scores(decoded_texts, source_texts) | {
+    scores = bleu_scores(decoded_texts, source_texts) | {
         "stored_cos": row_cosines(queries, stored[decoded]), "text_cos": row_cosines(queries, fresh),
         "random_cos": row_cosines(queries, stored[_random_others(source, len(stored), seed)])}
     n = int(found.sum())
@@ -91,7 +88,7 @@ def check_decoder_baseline(texts: Sequence[str], stored_vectors: np.ndarray, que
     rules = {"n_decoded": Rule((at_least(1),)), "text_cos": Rule((at_least(thresholds.go_text_cos),))}
     if inversion is not None:
         references = [texts[i] for i in np.asarray(inversion.index).tolist()]
-        v2t = _text_scores(inversion.inverted, references) | {
+        v2t = bleu_scores(inversion.inverted, references) | {
             "exact_match": np.array([a == b for a, b in zip(inversion.inverted, references)], dtype=np.float64),
             "cos": row_cosines(inversion.vectors, stored[np.asarray(inversion.index)])}
         figures |= {"v2t_n": len(references), **{f"v2t_{k}": mean_or_none(v) for k, v in v2t.items()},
@@ -134,17 +131,6 @@ def _random_others(source: np.ndarray, n_bank: int, seed: int) -> np.ndarray:
         return source.copy()
     offset = np.random.default_rng(seed).integers(1, n_bank, size=len(source))
     return (source + offset) % n_bank
-
-
-def _text_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per pair: BLEU-1 and BLEU-4 of hypothesis against reference."""
-    pairs = list(zip(hypotheses, references))
-    return {"bleu1": np.array([_bleu(_BLEU1, hyp, ref) for hyp, ref in pairs]),
-            "bleu4": np.array([_bleu(_BLEU4, hyp, ref) for hyp, ref in pairs])}
-
-
-def _bleu(metric: BLEU, hypothesis: str, reference: str) -> float:
-    return min(metric.sentence_score(hypothesis, [reference]).score / 100, 1.0)
 
 
 def _worst(sources: list[str], decoded: list[str], scores: dict[str, np.ndarray]) -> list[dict]:
