@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from lvm_pipeline.arrays import unit_rows
 from lvm_pipeline.datasets.bank import write_bank
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences, save_sequences
 from lvm_pipeline.errors import PipelineError
@@ -30,6 +31,7 @@ from lvm_pipeline.training import TrainConfig, check_compatible, load_checkpoint
 from lvm_pipeline.training.checkpoint import load_training_state
 from lvm_pipeline.training.data import ArticleBatches
 from lvm_pipeline.training.losses import cosine_loss, infonce_loss, last_positions, mse_loss, training_loss
+from lvm_pipeline.training.negatives import HardNegatives
 from lvm_pipeline.training.trainer import HISTORY_KEYS, learning_rate
 from lvm_pipeline_tests.conftest import PROJECT_ROOT
 
@@ -180,6 +182,8 @@ def test_batches_are_seeded_cropped_and_split_between_ranks(sequences):
     start, end = rows[0]
     np.testing.assert_array_equal(batch.inputs[0, :end - start - 1].numpy(), bank.vectors[start:end - 1])
     np.testing.assert_array_equal(batch.targets[0, :end - start - 1].numpy(), bank.vectors[start + 1:end])
+    assert batch.target_rows[0, :end - start - 1].tolist() == list(range(start + 1, end))
+    assert (batch.target_rows[~batch.mask] == -1).all()
     assert len(list(batches.epoch(0, skip=2))) == len(batches) - 2
 
     ranks = [ArticleBatches(bank.vectors, bounds, 8, 5, seed=3, rank=r, world_size=3) for r in range(3)]
@@ -209,6 +213,42 @@ def test_batches_grouped_by_length_hold_the_same_windows_with_less_padding(seque
     assert len(list(grouped.epoch(0))) == len(grouped) == len(plain)
 
 
+def test_a_curriculum_crops_the_first_epochs_to_short_windows(sequences):
+    bounds = sequences.article_bounds("train")
+    batches = ArticleBatches(sequences.bank.vectors, bounds, 8, max_len=8, seed=0, curriculum=(2, 2))
+    lengths = [np.diff(batches.epoch_rows(epoch), axis=1).max() for epoch in range(4)]
+    assert lengths[0] == lengths[1] == 3 and lengths[2] == lengths[3] == 9  # 2 + 1 concepts, then 8 + 1
+
+
+def test_hard_negatives_are_the_nearest_train_concepts_of_other_articles(sequences):
+    bank = sequences.bank
+    train_rows = np.concatenate([np.arange(a, b) for a, b in sequences.article_bounds("train")])
+    hard = HardNegatives(bank.vectors, bank.bank_article, train_rows, k=3)
+    train = np.isin(np.arange(len(bank)), train_rows)
+    mined = hard.table[train_rows]
+    assert (hard.table[~train] == -1).all() and (mined >= 0).all()  # only train targets; every one found 3
+    assert np.isin(mined, train_rows).all()  # never a val or test concept
+    assert (bank.bank_article[mined] != bank.bank_article[train_rows][:, None]).all()  # never its own article
+    row = int(train_rows[5])  # the three are the nearest other-article train concepts, nearest first
+    others = train_rows[bank.bank_article[train_rows] != bank.bank_article[row]]
+    cosines = unit_rows(bank.vectors[others]) @ unit_rows(bank.vectors[row][None])[0]
+    assert hard.table[row].tolist() == others[np.argsort(-cosines)[:3]].tolist()
+    vectors, found = hard.for_targets(torch.tensor([row, row]))
+    assert vectors.shape == (2, 3, bank.vectors.shape[1]) and found.all()
+    np.testing.assert_allclose(vectors[0, 0].numpy(), bank.vectors[hard.table[row, 0]])
+
+
+def test_hard_negatives_enter_the_infonce_denominator():
+    pred = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    target = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    mask = torch.tensor([[True, True]])
+    negatives = (torch.tensor([[[1.0, 1.0]], [[0.0, -1.0]]]), torch.tensor([[True], [False]]))
+    # one sequence: its own other position is not a negative; position 0 gets one hard negative at cos 0.707
+    expected = -math.log(math.exp(1 / 0.5) / (math.exp(1 / 0.5) + math.exp(math.sqrt(0.5) / 0.5))) / 2
+    assert infonce_loss(pred, target, mask, 0.5, negatives).item() == pytest.approx(expected, rel=1e-5)
+    assert infonce_loss(pred, target, mask, 0.5).item() == pytest.approx(0.0, abs=1e-6)
+
+
 # ---------------------------------------------------------------- training
 
 
@@ -228,6 +268,15 @@ def test_a_toy_model_learns_the_planted_rule(sequences, tmp_path):
     model_hit5 = retrieval_ranks(index, ModelPredictor(model, "gru").predict(sequences.bank.vectors, val), val)["hit_at_5"]
     assert model_hit5.mean() == pytest.approx(result.best_metrics["hit_at_5"])  # all val windows fit in val_max_queries
     assert model_hit5.mean() > 0.5 > copy_last + 0.3
+
+
+def test_the_variants_recipes_hard_negatives_and_a_curriculum_train_too(sequences, tmp_path):
+    recipe = quick(epochs=6, infonce_alpha=1.0, infonce_temperature=0.1, hard_negatives=4, curriculum_epochs=2,
+                   curriculum_max_len=1)
+    result = train("tiny_gru_for_tests", sequences, tmp_path / "run", recipe, progress=False)
+    losses = [entry["train_loss"] for entry in result.history]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses) and losses[-1] < 0.7 * losses[2]
+    assert load_checkpoint(result.best_checkpoint)[1]["train_config"]["hard_negatives"] == 4
 
 
 def test_checkpoints_reload_exactly_keep_the_best_k_and_refuse_other_data(sequences, tmp_path):

@@ -27,6 +27,9 @@ class TrainConfig:
     loss: str = "cosine"  # "cosine" (1 - cos) or "mse" between the prediction and the next vector
     infonce_alpha: float = 0.0  # weight of the in-batch InfoNCE term added to the loss (0: off)
     infonce_temperature: float = 0.07  # temperature of the InfoNCE logits (cosines / temperature)
+    hard_negatives: int = 0  # per target, InfoNCE also scores its k nearest train concepts of other articles
+    curriculum_epochs: int = 0  # the first N epochs crop articles to curriculum_max_len + 1 concepts (short first)
+    curriculum_max_len: int = 4  # the window of those first epochs
     positions: str = "all"  # "all": a loss at every position of the causal sequence; "last": each sequence's last only
     max_len: int = 64  # longer articles are cropped to a random window of max_len + 1 concepts each epoch
     group_by_length: bool = False  # batch articles of similar length (less padding, less varied negatives)
@@ -50,10 +53,12 @@ class TrainConfig:
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "accumulation_steps": self.accumulation_steps,
-                    "max_len": self.max_len, "keep_best": self.keep_best, "val_batch_size": self.val_batch_size,
-                    "infonce_temperature": self.infonce_temperature}
+                    "max_len": self.max_len, "curriculum_max_len": self.curriculum_max_len, "keep_best": self.keep_best,
+                    "val_batch_size": self.val_batch_size, "infonce_temperature": self.infonce_temperature}
         if bad := [name for name, value in positive.items() if value <= 0]:
             raise ValueError(f"{', '.join(bad)} must be > 0")
+        if self.hard_negatives < 0 or self.curriculum_epochs < 0:
+            raise ValueError("hard_negatives and curriculum_epochs must be >= 0")
         if self.lr < 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.infonce_alpha < 0:
             raise ValueError("lr, warmup_steps and infonce_alpha must be >= 0 and min_lr_ratio within [0, 1]")
 

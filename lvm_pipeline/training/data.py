@@ -2,7 +2,8 @@
 
 An epoch shuffles the articles of two or more concepts with a generator seeded by (seed, epoch), crops each
 longer than max_len + 1 concepts to a window at a seeded random offset, and cuts the order into batches.
-With `group_by_length`, the shuffled order is sorted by length within groups of GROUP_BATCHES batches before
+A curriculum (`curriculum` = (epochs, max_len)) crops to shorter windows in the first epochs: short contexts
+first, then long. With `group_by_length`, the shuffled order is sorted by length within groups of GROUP_BATCHES batches before
 it is cut, and the batches are then shuffled: a batch pads to its longest sequence, and a corpus of mostly
 short articles otherwise spends most of its compute on padding.
 Under DDP each rank takes every world_size-th article of the same order (the order padded by repeating its
@@ -29,18 +30,20 @@ class Batch:
     targets: torch.Tensor  # [B, T, D] float32: the concept after each input position
     mask: torch.Tensor  # [B, T] bool: real positions
     tmd: torch.Tensor | None  # [B, T, 16] float32 TMD vectors of the input positions, or None
+    target_rows: torch.Tensor  # [B, T] int64 bank row of each target (-1 at padding)
 
     def to(self, device: torch.device | str) -> Batch:
         tmd = None if self.tmd is None else self.tmd.to(device, non_blocking=True)
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
-                     self.mask.to(device, non_blocking=True), tmd)
+                     self.mask.to(device, non_blocking=True), tmd, self.target_rows.to(device, non_blocking=True))
 
 
 class ArticleBatches:
     """Seeded, cropped, right-padded batches of whole articles (rows [start, end) of `vectors`)."""
 
     def __init__(self, vectors: np.ndarray, article_bounds: np.ndarray, batch_size: int, max_len: int, seed: int = 0,
-                 tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1, group_by_length: bool = False):
+                 tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1, group_by_length: bool = False,
+                 curriculum: tuple[int, int] = (0, 0)):
         bounds = np.asarray(article_bounds, dtype=np.int64).reshape(-1, 2)
         self.bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]  # one concept has no next one
         if not len(self.bounds):
@@ -48,6 +51,7 @@ class ArticleBatches:
         self.vectors, self.tmd = vectors, tmd
         self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
         self.rank, self.world_size, self.group_by_length = rank, world_size, group_by_length
+        self.curriculum_epochs, self.curriculum_max_len = curriculum  # the first epochs crop to shorter windows
 
     @property
     def articles_per_rank(self) -> int:
@@ -61,10 +65,11 @@ class ArticleBatches:
         """(articles of this rank, 2) the [start, end) rows this rank trains on in `epoch`, in batch order."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.bounds))
+        max_len = self.curriculum_max_len if epoch < self.curriculum_epochs else self.max_len
         sizes = self.bounds[:, 1] - self.bounds[:, 0]
-        offsets = rng.integers(0, np.maximum(sizes - self.max_len, 1))  # crop start within each article
+        offsets = rng.integers(0, np.maximum(sizes - max_len, 1))  # crop start within each article
         starts = self.bounds[:, 0] + offsets
-        ends = np.minimum(starts + self.max_len + 1, self.bounds[:, 1])
+        ends = np.minimum(starts + max_len + 1, self.bounds[:, 1])
         if self.group_by_length:
             order = self._grouped_by_length(order, ends - starts, rng)
         padded = np.resize(order, self.articles_per_rank * self.world_size)  # repeats the start of the order
@@ -96,4 +101,6 @@ class ArticleBatches:
         tmd = None if self.tmd is None else right_padded(self.tmd, starts, lengths - 1, width - 1)
         mask = np.arange(width - 1)[None, :] < (lengths - 1)[:, None]
         whole = torch.from_numpy(sequences)
-        return Batch(whole[:, :-1], whole[:, 1:], torch.from_numpy(mask), None if tmd is None else torch.from_numpy(tmd))
+        target_rows = np.where(mask, starts[:, None] + 1 + np.arange(width - 1)[None, :], -1)
+        return Batch(whole[:, :-1], whole[:, 1:], torch.from_numpy(mask), None if tmd is None else torch.from_numpy(tmd),
+                     torch.from_numpy(target_rows))

@@ -6,6 +6,8 @@ positions; padded positions never count. Losses are computed in float32 (also un
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -32,11 +34,13 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     return F.mse_loss(pred[mask].float(), target[mask].float())
 
 
-def infonce_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
+def infonce_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, temperature: float,
+                 negatives: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """In-batch InfoNCE: each real position's prediction scored (cosine / temperature) against its own target and
-    the real targets of the OTHER sequences of the batch, cross-entropy toward its own target.
+    the real targets of the OTHER sequences of the batch, cross-entropy toward its own target; with `negatives`
+    ([n, k, D] vectors and their [n, k] found-mask, one row per real position), those too (hard negatives).
 
-    The other positions of its own sequence are not negatives: they are the same article, on the same topic,
+    The other targets of its own sequence are not negatives: they are the same article, on the same topic,
     and pushing the prediction away from them punishes exactly the on-topic predictions that retrieval needs.
     """
     p = F.normalize(pred[mask].float(), dim=-1)
@@ -46,14 +50,21 @@ def infonce_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, t
     same_sequence = sequence[:, None] == sequence[None, :]
     own = torch.eye(len(p), dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(same_sequence & ~own, float("-inf"))
+    if negatives is not None:
+        vectors, found = negatives
+        hard = torch.einsum("nd,nkd->nk", p, F.normalize(vectors.float(), dim=-1)) / temperature
+        logits = torch.cat([logits, hard.masked_fill(~found, float("-inf"))], dim=1)
     return F.cross_entropy(logits, torch.arange(len(p), device=logits.device))
 
 
-def training_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """config.loss (+ config.infonce_alpha x InfoNCE) on config.positions ("all" real positions, or each last)."""
+def training_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, config: TrainConfig,
+                  negatives_for: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+    """config.loss (+ config.infonce_alpha x InfoNCE) on config.positions ("all" real positions, or each last);
+    `negatives_for(mask)`: the hard negatives of the positions `mask` keeps (see `infonce_loss`)."""
     if config.positions == "last":
         mask = last_positions(mask)
     base = cosine_loss(pred, target, mask) if config.loss == "cosine" else mse_loss(pred, target, mask)
     if config.infonce_alpha > 0:
-        base = base + config.infonce_alpha * infonce_loss(pred, target, mask, config.infonce_temperature)
+        negatives = negatives_for(mask) if negatives_for is not None else None
+        base = base + config.infonce_alpha * infonce_loss(pred, target, mask, config.infonce_temperature, negatives)
     return base

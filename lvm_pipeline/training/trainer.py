@@ -52,6 +52,7 @@ from lvm_pipeline.training.checkpoint import (
 from lvm_pipeline.training.config import RESUMABLE_CHANGES, TrainConfig
 from lvm_pipeline.training.data import ArticleBatches
 from lvm_pipeline.training.losses import training_loss
+from lvm_pipeline.training.negatives import HardNegatives
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,12 @@ class _Run:
         _seed_everything(config.seed + world.rank)  # dropout differs between ranks
         self.tmd = bank_tmd_vectors(bank.column("tmd_bits")) if self.model.config.tmd else None
         self.data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len,
-                                   config.seed, self.tmd, world.rank, world.world_size, config.group_by_length)
+                                   config.seed, self.tmd, world.rank, world.world_size, config.group_by_length,
+                                   (config.curriculum_epochs, config.curriculum_max_len))
+        self.hard_negatives = None
+        if config.hard_negatives:
+            train_rows = np.concatenate([np.arange(a, b) for a, b in sequences.article_bounds("train")])
+            self.hard_negatives = HardNegatives(bank.vectors, bank.bank_article, train_rows, config.hard_negatives)
         self.steps_per_epoch = -(-len(self.data) // config.accumulation_steps)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.validate = _Validator(sequences, config, self.tmd) if world.is_main else None
@@ -273,7 +279,9 @@ class _Run:
             with sync:
                 with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
                     predicted = self.trained(batch.inputs, batch.tmd) if batch.tmd is not None else self.trained(batch.inputs)
-                    loss = training_loss(predicted, batch.targets, batch.mask, config)
+                    negatives_for = None if self.hard_negatives is None else (
+                        lambda mask, rows=batch.target_rows: self.hard_negatives.for_targets(rows[mask]))
+                    loss = training_loss(predicted, batch.targets, batch.mask, config, negatives_for)
                 (loss / group_size).backward()
             loss_sum += loss.detach()
             n_losses += 1
