@@ -19,6 +19,7 @@ from typing import get_args
 from lvm_pipeline import db
 from lvm_pipeline.config import export_dagster_environment, settings
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.experiments.variants import VARIANTS as VARIANT_NAMES
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
@@ -160,7 +161,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the database, write the demo batches, ingest them all, build the bank and the sequences, train one
-    model per family, and benchmark them."""
+    model per family, benchmark them, and compare them (experiment_comparison)."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
     failed = ingest_paths(write_demo(args), args.mode or DEMO_MODE, args.debug)
     cmd_batches(argparse.Namespace())
@@ -168,7 +169,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = build_bank_and_sequences(args.debug)
     families = list(FAMILY_NAMES) if args.families is None else args.families
     ok = ok and not train_families(families, args.train_seconds, args.debug)
-    return 1 if failed or not ok or not build_report(args.debug) else 0
+    ok = ok and build_report(args.debug)
+    if ok and families:
+        ok = materialize_and_report([_comparison_asset()], debug=args.debug)
+    return 1 if failed or not ok else 0
+
+
+def _comparison_asset():
+    from lvm_pipeline.defs.experiments import experiment_comparison
+
+    return experiment_comparison
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Train the variants 1A-1E of a family (each within the time budget), then compare every trained model."""
+    from lvm_pipeline.defs.training import LvmVariantConfig, lvm_variant
+
+    config = LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0)
+    failed = [variant for variant in args.variants
+              if not materialize_and_report([lvm_variant], partition_key=variant, ops={"lvm_variant": config},
+                                            debug=args.debug)]
+    ok = materialize_and_report([_comparison_asset()], debug=args.debug)
+    return 1 if failed or not ok else 0
 
 
 def build_bank_and_sequences(debug: bool = False) -> bool:
@@ -231,7 +253,11 @@ SUMMARIES = {  # one line per materialized asset, from its metadata
                                  f"-> {m['checkpoint']}"),
     "benchmark_report": lambda m: (f"benchmark_report: {m['decision']}: {m['reason']}\n  report: {m['markdown']}\n"
                                    f"  json:   {m['json']}"),
+    "experiment_comparison": lambda m: (f"experiment_comparison: {m['models']} models ({m['variants']} variants), best "
+                                        f"{m['best']} at test Hit@5 {m['best_hit_at_5']:.1%}; {m['decision']}\n"
+                                        f"  rows appended to {m['csv']}"),
 }
+SUMMARIES["lvm_variant"] = lambda m: SUMMARIES["lvm_checkpoint"](m).replace("lvm_checkpoint", f"lvm_variant {m['variant']}", 1)
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
@@ -360,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
                    help=f"wall-clock budget per family (default {DEMO_TRAIN_SECONDS:g} s)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("experiments", help="train the variants 1A-1E of a family, then compare every trained model")
+    p.add_argument("--family", choices=FAMILY_NAMES, default="gru", help="the family the variants change (default gru)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANT_NAMES), default=list(VARIANT_NAMES))
+    p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
+                   help=f"wall-clock budget per variant (default {DEMO_TRAIN_SECONDS:g} s; 0: none)")
+    p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")
     p.add_argument("paths", nargs="+")

@@ -1,4 +1,5 @@
-"""`lvm_checkpoint`: one trained model per architecture family (a static partition each), with its two checks.
+"""`lvm_checkpoint`: one trained model per architecture family (a static partition each), with its two checks;
+`lvm_variant`: one of the predecessor's variants 1A-1E of a family (a static partition each).
 
 The training recipe is the asset's Config (set it in the launchpad); the work is in
 `lvm_pipeline.training`. Each epoch's validation figures are logged as an AssetObservation of the
@@ -30,8 +31,11 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.bank import open_bank
 from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.defs.datasets import sequences_dir, training_sequences
+from lvm_pipeline.experiments.comparison import entry_name
+from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.markdown import md_table
 from lvm_pipeline.models import FAMILY_NAMES
+from lvm_pipeline.models.base import ModelConfig, registered_configs
 from lvm_pipeline.training.checkpoint import load_checkpoint
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
@@ -69,30 +73,67 @@ def current_run(family: str) -> Path:
 def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig) -> MaterializeResult:
     """Train the partition's family on the train articles, validating on val Hit@5 (full bank) every epoch."""
     family = context.partition_key
+    run_dir = current_run(family) if config.resume else new_run_dir(settings().checkpoints_dir, family, context.run_id)
+    return train_into(context, config.model or f"{family}_small", family, recipe(config), run_dir, config.resume)
+
+
+class LvmVariantConfig(LvmCheckpointConfig):
+    family: Literal[FAMILY_NAMES] = Field(default="gru", description="The family whose _small config the variant changes.")
+
+
+@asset(partitions_def=StaticPartitionsDefinition(list(VARIANTS)), deps=[training_sequences], group_name="experiments",
+       kinds={"pytorch"})
+def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig) -> MaterializeResult:
+    """Train one of the predecessor's variants (1A baseline, 1B TMD, 1C curriculum, 1D larger, 1E hard negatives)
+    of a family: its base recipe with the variant's one change. Compared in experiment_comparison."""
+    variant = VARIANTS[context.partition_key]
+    model, train_config = variant.apply(registered_configs()[config.model or f"{config.family}_small"](), recipe(config))
+    name = entry_name(config.family, variant.name)
+    root = variants_dir()
+    run_dir = current_run_dir(root, name) if config.resume else new_run_dir(root, name, context.run_id)
+    if run_dir is None:
+        raise FileNotFoundError(f"no {name} run to resume: materialize lvm_variant [{variant.name}] first")
+    return train_into(context, model, name, train_config, run_dir, config.resume,
+                      {"variant": f"{variant.name}: {variant.title}", "change": variant.description})
+
+
+def variants_dir() -> Path:
+    """Where variant runs live: one folder per <family>-<variant>, as the families' under checkpoints_dir."""
+    return settings().checkpoints_dir / "variants"
+
+
+def recipe(config: LvmCheckpointConfig) -> TrainConfig:
+    """The training recipe of an lvm_checkpoint / lvm_variant config."""
+    return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, loss=config.loss,
+                       infonce_alpha=config.infonce_alpha, infonce_temperature=config.infonce_temperature,
+                       positions=config.positions, patience=config.patience, seed=config.seed,
+                       time_budget_s=config.time_budget_s or None,
+                       decay_over="time_budget" if config.time_budget_s else "epochs")
+
+
+def train_into(context: AssetExecutionContext, model: ModelConfig | str, name: str, train_config: TrainConfig,
+               run_dir: Path, resume: bool, extra: dict | None = None) -> MaterializeResult:
+    """Train into `run_dir`, make it current, and describe the best checkpoint; each validation is logged as an
+    observation of the asset's partition, so the UI plots the curves across runs."""
     sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
-    recipe = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, loss=config.loss,
-                         infonce_alpha=config.infonce_alpha, infonce_temperature=config.infonce_temperature,
-                         positions=config.positions, patience=config.patience, seed=config.seed,
-                         time_budget_s=config.time_budget_s or None,
-                         decay_over="time_budget" if config.time_budget_s else "epochs")
+    partition = context.partition_key
 
     def observe(entry: dict) -> None:
-        context.log_event(AssetObservation(asset_key=context.asset_key, partition=family,
+        context.log_event(AssetObservation(asset_key=context.asset_key, partition=partition,
                                            metadata={k: v for k, v in entry.items() if isinstance(v, int | float)}))
 
-    run_dir = current_run(family) if config.resume else new_run_dir(settings().checkpoints_dir, family, context.run_id)
-    result = train(config.model or f"{family}_small", sequences, run_dir, recipe, model_name=family,
-                   resume=config.resume, on_epoch_end=observe)
+    result = train(model, sequences, run_dir, train_config, model_name=name, resume=resume, on_epoch_end=observe)
     set_current(run_dir)
-    model, sidecar = load_checkpoint(result.best_checkpoint)
+    trained, sidecar = load_checkpoint(result.best_checkpoint)
     history = result.history
     columns = [k for k in ("epoch", "train_loss", "val_cosine", "val_hit_at_1", "val_hit_at_5", "val_hit_at_10", "lr")
                if history and k in history[0]]
     return MaterializeResult(metadata={
         "model": sidecar["model_name"],
+        **(extra or {}),
         "config": MetadataValue.json(sidecar["model_config"]),
         "train_config": MetadataValue.json(sidecar["train_config"]),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(p.numel() for p in trained.parameters()),
         "epochs": len(history),
         "stopped_because": result.stopped_because,
         **{f"best_{k}": float(v) for k, v in result.best_metrics.items() if isinstance(v, int | float)},

@@ -58,7 +58,7 @@ def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: 
     model's training history (per-epoch train_loss and val_hit_at_5), plotted when given."""
     out_dir = Path(out_dir)
     plots = {"hit_at_k": out_dir / "hit_at_k.png", "by_context_length": out_dir / "hit_at_5_by_context_length.png"}
-    images = {"hit_at_k": _plot_hit_at_k(benchmark), "by_context_length": _plot_by_context_length(benchmark)}
+    images = {"hit_at_k": plot_hit_at_k(benchmark), "by_context_length": _plot_by_context_length(benchmark)}
     if curves:
         plots["training_curves"] = out_dir / "training_curves.png"
         images["training_curves"] = _plot_training_curves(curves)
@@ -89,10 +89,10 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "## Predictors", "",
         "Means over the queries with 95% cluster-bootstrap CIs (resampling articles).", "",
         md_table(["predictor", "kind", *HEADLINE, "Hit@5 - best baseline"], [
-            (n, b.results[n].kind, *(_fmt(m, b.results[n].estimates[m]) for m in HEADLINE),
-             _diff(b.differences.get(n)) if n in b.differences else "(best baseline)") for n in names]),
+            (n, b.results[n].kind, *(format_estimate(m, b.results[n].estimates[m]) for m in HEADLINE),
+             format_difference(b.differences.get(n)) if n in b.differences else "(best baseline)") for n in names]),
         "", md_table(["predictor", *SECONDARY, "ms / 1k queries"], [
-            (n, *(_fmt(m, b.results[n].estimates[m]) for m in SECONDARY), f"{b.results[n].seconds_per_1k * 1000:.0f}")
+            (n, *(format_estimate(m, b.results[n].estimates[m]) for m in SECONDARY), f"{b.results[n].seconds_per_1k * 1000:.0f}")
             for n in names]),
         "", "Hit@K: the exact target concept is among the K nearest of the full bank (inner product on unit vectors); "
         "*_no_context: the query's own context concepts removed from the bank. within_article_rank: rank of the target "
@@ -101,7 +101,7 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "max cos(target, context); > 1 means copying.", "",
         "## Decoding back to text", "",
         md_table(["predictor", *DECODING], [
-            (n, *(_fmt(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in DECODING))
+            (n, *(format_estimate(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in DECODING))
             for n in names]),
         "", "Retrieval decoding: a prediction reads as the text of its nearest bank concept. decode_bleu1/4: sacrebleu "
         "sentence BLEU (0-1) of that text against the target's text. echo: cosine of the prediction to the decoded "
@@ -121,7 +121,7 @@ def _by_length_rows(b: Benchmark, names: list[str]) -> list[tuple]:
     rows = []
     for i, label in enumerate(labels):
         n = b.by_context_length[names[0]][i][1]
-        rows.append((label, n, *(_fmt("hit_at_5", b.by_context_length[name][i][2]) for name in names)))
+        rows.append((label, n, *(format_estimate("hit_at_5", b.by_context_length[name][i][2]) for name in names)))
     return rows
 
 
@@ -147,7 +147,7 @@ def _mark(row: int, start: int, target: int) -> str:
     return " ✔" if row == target else " (a context concept)" if start <= row < target else ""
 
 
-def _fmt(metric: str, e: Estimate) -> str:
+def format_estimate(metric: str, e: Estimate) -> str:
     if not np.isfinite(e.value):
         return "n/a"
     if metric in PERCENT:
@@ -155,7 +155,7 @@ def _fmt(metric: str, e: Estimate) -> str:
     return f"{e.value:.3f} [{e.ci_low:.3f}, {e.ci_high:.3f}]"
 
 
-def _diff(e: Estimate | None) -> str:
+def format_difference(e: Estimate | None) -> str:
     if e is None:
         return ""
     return f"{100 * e.value:+.1f} pts [{100 * e.ci_low:+.1f}, {100 * e.ci_high:+.1f}]"
@@ -171,7 +171,7 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _plot_hit_at_k(b: Benchmark) -> bytes:
+def plot_hit_at_k(b: Benchmark) -> bytes:
     """Grouped bars: Hit@1/5/10 per predictor with 95% CI error bars, chance as dotted lines."""
     names = list(b.results)
     figure = Figure(figsize=(1.6 + 1.4 * len(names), 3.6))

@@ -1,0 +1,135 @@
+"""Every trained model (one per family, one per variant) on the same test queries, side by side: Hit@K with
+CIs, the paired difference to the best baseline and to the family's variant 1A, a plot, and experiments.csv,
+which accumulates one row per model per comparison run (nothing is overwritten)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lvm_pipeline.datasets.sequences import TrainingSequences
+from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
+from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
+from lvm_pipeline.evaluation.report import format_difference, format_estimate, plot_hit_at_k
+from lvm_pipeline.experiments.variants import VARIANTS
+from lvm_pipeline.files import atomic_write
+from lvm_pipeline.markdown import md_table
+from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.training.checkpoint import trained_model
+
+REFERENCE = "1A"
+CSV_COLUMNS = ("recorded_at", "run_id", "name", "family", "variant", "dataset_version", "encoder_fingerprint",
+               "n_queries", "hit_at_1", "hit_at_5", "hit_at_5_ci_low", "hit_at_5_ci_high", "hit_at_10", "cosine",
+               "vs_best_baseline", "vs_1a", "model_config", "train_config")
+
+
+@dataclass
+class Entry:
+    """A trained model in the comparison: `variant` None for a family's lvm_checkpoint."""
+
+    family: str
+    variant: str | None
+    predictor: ModelPredictor  # named `name`
+    sidecar: dict  # the checkpoint's sidecar (configs, versions)
+
+    @property
+    def name(self) -> str:
+        return self.predictor.name
+
+
+def entry_name(family: str, variant: str | None) -> str:
+    return family if variant is None else f"{family}-{variant}"
+
+
+def trained_entry(run_dir: Path, family: str, variant: str | None, sequences: TrainingSequences) -> Entry | str:
+    """The entry of a training run's best checkpoint, or why it is left out (see `trained_model`)."""
+    found = trained_model(run_dir, sequences)
+    if isinstance(found, str):
+        return found
+    model, sidecar, _history = found
+    return Entry(family, variant, ModelPredictor(model, entry_name(family, variant)), sidecar)
+
+
+@dataclass
+class Comparison:
+    benchmark: Benchmark
+    entries: list[Entry]
+    versus_reference: dict[str, Estimate]  # variant entry -> its Hit@5 minus its family's 1A (paired)
+
+
+def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
+            tmd: np.ndarray | None = None, encode: Callable | None = None) -> Comparison:
+    """Benchmark every entry beside the baselines on the test windows; pair each variant with its family's 1A."""
+    benchmark = run_benchmark(sequences, [entry.predictor for entry in entries], n_resamples=n_resamples, seed=seed,
+                              tmd=tmd, encode=encode)
+    bootstrap = ClusterBootstrap(benchmark.queries.article, n_resamples=n_resamples, seed=seed)
+    hit5 = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}
+    versus = {}
+    for entry in entries:
+        reference = entry_name(entry.family, REFERENCE)
+        if entry.variant not in (None, REFERENCE) and reference in hit5:
+            versus[entry.name] = bootstrap.difference(hit5[entry.name], hit5[reference])
+    return Comparison(benchmark, list(entries), versus)
+
+
+def render_markdown(c: Comparison) -> str:
+    b = c.benchmark
+    kinds = {e.name: ("variant " + e.variant if e.variant else "family") for e in c.entries}
+    rows = [(name, kinds.get(name, "baseline"), *(format_estimate(m, r.estimates[m]) for m in
+                                                  ("hit_at_1", "hit_at_5", "hit_at_10", "cosine")),
+             format_difference(b.differences.get(name)) if name in b.differences else "(best baseline)",
+             format_difference(c.versus_reference.get(name)))
+            for name, r in b.results.items()]
+    described = [f"- {e.name}: {VARIANTS[e.variant].title}: {VARIANTS[e.variant].description}"
+                 for e in c.entries if e.variant in VARIANTS]
+    return "\n".join([
+        "# Experiment comparison", "",
+        f"Every trained model on the same **{len(b.queries):,}** test queries of **{b.n_articles:,}** articles, "
+        f"retrieving from the full bank of **{b.bank_size:,}** concepts; 95% cluster-bootstrap CIs (by article), "
+        f"differences paired on the same resampled articles.", "",
+        f"Decision by the report's rule: **{b.decision.decision}**: {b.decision.reason}", "",
+        md_table(["model", "kind", "hit_at_1", "hit_at_5", "hit_at_10", "cosine", "Hit@5 - best baseline",
+                  f"Hit@5 - {REFERENCE}"], rows), "",
+        *(["Variants:", "", *described, ""] if described else
+          ["No variant trained yet: `lvm-pipeline experiments` trains 1A-1E.", ""]),
+    ])
+
+
+def write_comparison(c: Comparison, out_dir: Path, run_id: str) -> dict[str, Path]:
+    """experiment_comparison.md and its plot under `out_dir`, and this run's rows appended to experiments.csv."""
+    out_dir = Path(out_dir)
+    plot = atomic_write(out_dir / "experiment_hit_at_k.png", lambda f: f.write(plot_hit_at_k(c.benchmark)))
+    text = render_markdown(c) + f"\n![hit_at_k]({plot.name})\n"
+    markdown = atomic_write(out_dir / "experiment_comparison.md", lambda f: f.write(text.encode()))
+    return {"markdown": markdown, "plot": plot, "csv": append_rows(c, out_dir / "experiments.csv", run_id)}
+
+
+def append_rows(c: Comparison, path: Path, run_id: str) -> Path:
+    """One row per model of this comparison, appended (the header written once)."""
+    b, now = c.benchmark, datetime.now(UTC).isoformat(timespec="seconds")
+    new = not path.is_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        for entry in c.entries:
+            e = b.results[entry.name].estimates
+            difference, versus = b.differences.get(entry.name), c.versus_reference.get(entry.name)
+            writer.writerow({
+                "recorded_at": now, "run_id": run_id, "name": entry.name, "family": entry.family,
+                "variant": entry.variant or "", "dataset_version": entry.sidecar.get("dataset_version"),
+                "encoder_fingerprint": entry.sidecar.get("encoder_fingerprint"), "n_queries": len(b.queries),
+                "hit_at_1": e["hit_at_1"].value, "hit_at_5": e["hit_at_5"].value, "hit_at_5_ci_low": e["hit_at_5"].ci_low,
+                "hit_at_5_ci_high": e["hit_at_5"].ci_high, "hit_at_10": e["hit_at_10"].value, "cosine": e["cosine"].value,
+                "vs_best_baseline": "" if difference is None else difference.value,
+                "vs_1a": "" if versus is None else versus.value,
+                "model_config": json.dumps(entry.sidecar.get("model_config")),
+                "train_config": json.dumps(entry.sidecar.get("train_config"))})
+    return path
