@@ -172,6 +172,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = ok and build_report(args.debug)
     if ok and families:
         ok = materialize_and_report([_comparison_asset()], debug=args.debug)
+        from lvm_pipeline.defs.experiments import ScalingConfig
+
+        scaling = ScalingConfig(family="gru" if "gru" in families else families[0])
+        ok = materialize_and_report([_scaling_asset()], ops={"scaling_report": scaling}, debug=args.debug) and ok
     return 1 if failed or not ok else 0
 
 
@@ -179,6 +183,12 @@ def _comparison_asset():
     from lvm_pipeline.defs.experiments import experiment_comparison
 
     return experiment_comparison
+
+
+def _scaling_asset():
+    from lvm_pipeline.defs.experiments import scaling_report
+
+    return scaling_report
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
@@ -256,6 +266,9 @@ SUMMARIES = {  # one line per materialized asset, from its metadata
     "experiment_comparison": lambda m: (f"experiment_comparison: {m['models']} models ({m['variants']} variants), best "
                                         f"{m['best']} at test Hit@5 {m['best_hit_at_5']:.1%}; {m['decision']}\n"
                                         f"  rows appended to {m['csv']}"),
+    "scaling_report": lambda m: (f"scaling_report: coefficient {m['coefficient']:.3f} (95% CI {m['coefficient_ci_low']:.3f} "
+                                 f"to {m['coefficient_ci_high']:.3f}; target >= 0.85): test Hit@5 {m['hit_at_5_all']:.1%} "
+                                 f"on all batches, {m['hit_at_5_half']:.1%} on half\n  report: {m['markdown']}"),
 }
 SUMMARIES["lvm_variant"] = lambda m: SUMMARIES["lvm_checkpoint"](m).replace("lvm_checkpoint", f"lvm_variant {m['variant']}", 1)
 

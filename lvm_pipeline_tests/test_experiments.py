@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import math
 
+import pytest
 from dagster import materialize
 
 from lvm_pipeline.experiments.variants import VARIANTS
@@ -44,7 +46,7 @@ def test_variants_train_and_the_comparison_pairs_them_with_1a(database_url, dags
         assert meta["model"].value == f"gru-{variant}" and meta["variant"].value.startswith(variant)
     assert meta["train_config"].value["hard_negatives"] == VARIANTS["1E"].train_changes["hard_negatives"]
 
-    for run in range(2):
+    for _ in range(2):  # two comparison runs
         result = materialize([experiment_comparison], instance=dagster_instance, resources=resources())
         meta = result.asset_materializations_for_node("experiment_comparison")[0].metadata
         assert meta["models"].value == 2 and meta["variants"].value == 2
@@ -56,3 +58,41 @@ def test_variants_train_and_the_comparison_pairs_them_with_1a(database_url, dags
     assert len(rows) == 4 and {r["name"] for r in rows} == {"gru-1A", "gru-1E"}  # two runs, appended
     assert all(r["dataset_version"] and 0 <= float(r["hit_at_5"]) <= 1 for r in rows)
     assert [r["vs_1a"] != "" for r in rows] == [r["variant"] == "1E" for r in rows]
+
+
+def test_the_scaling_report_retrains_on_half_the_batches_and_measures_on_the_same_queries(
+        database_url, dagster_instance, vital_records):
+    from lvm_pipeline.config import settings
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.datasets.sequences import load_sequences
+    from lvm_pipeline.defs import resources
+    from lvm_pipeline.defs.benchmark import downstream_checks
+    from lvm_pipeline.defs.datasets import ordered_vectors, sequences_dir, training_sequences
+    from lvm_pipeline.defs.experiments import scaling_report
+    from lvm_pipeline.defs.training import LvmCheckpointConfig, lvm_checkpoint
+    from lvm_pipeline.experiments.scaling import half_of_batches
+    from lvm_pipeline_tests.test_validation import run_batch
+
+    for name, records in (("a.jsonl", vital_records[:30]), ("b.jsonl", vital_records[30:])):
+        assert run_batch(dagster_instance, name, records, mode="sentence").success
+    assert materialize([ordered_vectors, training_sequences, *downstream_checks], instance=dagster_instance,
+                       resources=resources()).success
+    sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+    half, batches = half_of_batches(sequences)
+    assert batches == ["a.jsonl"] and half.version != sequences.version
+    assert 0 < len(half.articles["train"]) < len(sequences.articles["train"])
+    assert all(half.windows[s] is sequences.windows[s] for s in ("val", "test"))  # the same queries
+
+    toy = LvmCheckpointConfig(model="toy_gru", epochs=6, patience=10, batch_size=8)
+    assert materialize([lvm_checkpoint], partition_key="gru", instance=dagster_instance, resources=resources(),
+                       run_config={"ops": {"lvm_checkpoint": {"config": toy.model_dump()}}}).success
+    result = materialize([scaling_report], instance=dagster_instance, resources=resources(),
+                         run_config={"ops": {"scaling_report": {"config": {"n_resamples": 100}}}})
+    meta = {k: v.value for k, v in result.asset_materializations_for_node("scaling_report")[0].metadata.items()}
+    assert meta["hit_at_5_half"] > 0 and meta["coefficient"] == pytest.approx(meta["hit_at_5_all"] / meta["hit_at_5_half"])
+    low, high = meta["coefficient_ci_low"], meta["coefficient_ci_high"]  # nan when a resample of half has no hit
+    assert low <= meta["coefficient"] <= high or (math.isnan(low) and math.isnan(high))
+    assert meta["half_batches"] == 1 and meta["half_train_articles"] == len(half.articles["train"])
+    text = meta["report"]
+    assert "target is >= 0.85" in text and "| gru-all |" in text and "| gru-half |" in text
+    assert "| 1 | " in text and "| 2 | " in text  # every context length, not buckets

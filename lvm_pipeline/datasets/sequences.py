@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class TrainingSequences:
     articles: dict[str, np.ndarray]  # split -> article indices
     windows: dict[str, Queries]  # split -> windows
     dropped_duplicates: dict[str, int]  # split -> val/test windows dropped: target text identical to a train text
+    train_subset: str = ""  # which part of the train split this view keeps ("": all of it)
 
     def article_bounds(self, split: str) -> np.ndarray:
         """(n, 2) [start, end) bank rows of the split's articles: the whole-article causal view."""
@@ -52,9 +53,18 @@ class TrainingSequences:
 
     @property
     def version(self) -> str:
-        """Hash of the bank version, the split and the windows: what a checkpoint was trained on."""
-        key = json.dumps([self.bank.version, asdict(self.ratios), asdict(self.spec)])
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
+        """Hash of the bank version, the split, the windows (and the train subset): what a checkpoint was trained on."""
+        key = [self.bank.version, asdict(self.ratios), asdict(self.spec)] + ([self.train_subset] if self.train_subset else [])
+        return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+    def with_train_articles(self, keep: np.ndarray, label: str) -> TrainingSequences:
+        """A view that trains on the train articles `keep` (a bool mask over articles["train"]) only; val and test
+        are unchanged, so models trained on it are measured on the same queries. `label` names the subset."""
+        train = self.articles["train"][np.asarray(keep, dtype=bool)]
+        windows = self.windows["train"]
+        kept_windows = windows.subset(np.flatnonzero(np.isin(windows.article, train)))
+        return replace(self, articles=self.articles | {"train": train}, windows=self.windows | {"train": kept_windows},
+                       train_subset=label)
 
 
 def build_sequences(bank: Bank, ratios: SplitRatios | None = None, spec: WindowSpec | None = None) -> TrainingSequences:

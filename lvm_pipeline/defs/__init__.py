@@ -5,7 +5,7 @@ from dagster import Definitions
 from lvm_pipeline.defs.assets import ingestion_assets
 from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks, training_assets, training_checks
 from lvm_pipeline.defs.checks import gate_checks
-from lvm_pipeline.defs.experiments import experiment_comparison
+from lvm_pipeline.defs.experiments import experiment_comparison, scaling_report
 from lvm_pipeline.defs.resources import AlertResource, EncoderResource, LandingResource, PostgresResource
 from lvm_pipeline.defs.sensors import gate_sensor, ingest_batch_job, landing_sensor, ordered_vectors_sensor
 from lvm_pipeline.defs.training import lvm_variant
@@ -19,7 +19,8 @@ def resources() -> dict:
 
 
 defs = Definitions(
-    assets=[*ingestion_assets, phase_report, *downstream_assets, *training_assets, lvm_variant, experiment_comparison],
+    assets=[*ingestion_assets, phase_report, *downstream_assets, *training_assets, lvm_variant, experiment_comparison,
+            scaling_report],
     asset_checks=[*gate_checks, *downstream_checks, *training_checks],
     jobs=[ingest_batch_job],
     sensors=[landing_sensor, gate_sensor, ordered_vectors_sensor],

@@ -1,4 +1,7 @@
-"""`experiment_comparison`: every family's and every variant's current checkpoint on the same test queries."""
+"""`experiment_comparison`: every family's and every variant's current checkpoint on the same test queries;
+`scaling_report`: a family's model on all batches against the same model and recipe trained on half of them."""
+
+from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
@@ -7,12 +10,19 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.datasets.bank import open_bank
 from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.defs.datasets import sequences_dir, training_sequences
-from lvm_pipeline.defs.training import lvm_checkpoint, lvm_variant, variants_dir
+from lvm_pipeline.defs.training import current_run, lvm_checkpoint, lvm_variant, variants_dir
 from lvm_pipeline.experiments.comparison import Entry, compare, trained_entry, write_comparison
+from lvm_pipeline.experiments.scaling import half_of_batches, measure_scaling, render_markdown
 from lvm_pipeline.experiments.variants import VARIANTS
+from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models import FAMILY_NAMES
+from lvm_pipeline.models.base import config_from_dict
+from lvm_pipeline.models.predictor import ModelPredictor
 from lvm_pipeline.tmd.schema import bank_tmd_vectors
-from lvm_pipeline.training.runs import current_run_dir
+from lvm_pipeline.training.checkpoint import load_checkpoint, trained_model
+from lvm_pipeline.training.config import TrainConfig
+from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
+from lvm_pipeline.training.trainer import train
 
 
 class ComparisonConfig(Config):
@@ -51,4 +61,48 @@ def experiment_comparison(context: AssetExecutionContext, config: ComparisonConf
         "comparison": MetadataValue.md(files["markdown"].read_text()),
         "csv": MetadataValue.path(str(files["csv"])),
         "plot": MetadataValue.path(str(files["plot"])),
+    })
+
+
+class ScalingConfig(Config):
+    family: Literal[FAMILY_NAMES] = Field(default="gru", description="The family whose current checkpoint is the "
+                                                                     "model on all batches.")
+    n_resamples: int = Field(default=1000, description="Cluster-bootstrap resamples (by article) behind every CI.")
+    seed: int = 0
+
+
+@asset(group_name="experiments", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "pytorch"})
+def scaling_report(context: AssetExecutionContext, config: ScalingConfig) -> MaterializeResult:
+    """Train the family's current model config and recipe again on half of the batches, then the scaling
+    coefficient Hit@5(all) / Hit@5(half) on the same test queries, and Hit@5 at every context length."""
+    bank = open_bank(settings().exports_dir)
+    sequences = load_sequences(bank, sequences_dir())
+    found = trained_model(current_run(config.family), sequences)
+    if isinstance(found, str):
+        raise FileNotFoundError(f"{config.family}: {found}: materialize lvm_checkpoint [{config.family}] on this bank")
+    model, sidecar, _ = found
+    half_view, half_batches = half_of_batches(sequences)
+    name = f"{config.family}-half"
+    run_dir = new_run_dir(settings().checkpoints_dir / "scaling", name, context.run_id)
+    result = train(config_from_dict(sidecar["model_config"]), half_view, run_dir,
+                   TrainConfig.from_dict(sidecar["train_config"]), model_name=name)
+    set_current(run_dir)
+    half_model, _ = load_checkpoint(result.best_checkpoint)
+    full, half = ModelPredictor(model, f"{config.family}-all"), ModelPredictor(half_model, name)
+    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if full.uses_tmd else None
+    scaling = measure_scaling(sequences, full, half, half_batches, n_resamples=config.n_resamples, seed=config.seed,
+                              tmd=tmd)
+    text = render_markdown(scaling)
+    path = atomic_write(settings().reports_dir / "scaling_report.md", lambda f: f.write(text.encode()))
+    hit5 = {n: scaling.benchmark.results[n].estimates["hit_at_5"].value for n in (full.name, half.name)}
+    return MaterializeResult(metadata={
+        "coefficient": scaling.coefficient.value,
+        "coefficient_ci_low": scaling.coefficient.ci_low,
+        "coefficient_ci_high": scaling.coefficient.ci_high,
+        "hit_at_5_all": hit5[full.name],
+        "hit_at_5_half": hit5[half.name],
+        "half_batches": len(half_batches),
+        "half_train_articles": len(half_view.articles["train"]),
+        "report": MetadataValue.md(text),
+        "markdown": MetadataValue.path(str(path)),
     })
