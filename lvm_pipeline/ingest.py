@@ -224,6 +224,9 @@ class TmdReport:
 def assign_tmd(conn, batch_id: str, assigner: TmdAssigner) -> TmdReport:
     """Domain per article, task and modifier per concept, written onto `cpe_entry` in one transaction.
 
+    The domain assigner gets each article's title, concept texts, mean vector and short
+    description (a record's `description` field, kept in `article.metadata`; None where absent).
+
     Unknown (confidence under the assigner's threshold) is stored as -1, never as code 0 (Science);
     `tmd_bits` is only set when all three axes are known.
     """
@@ -235,8 +238,11 @@ def assign_tmd(conn, batch_id: str, assigner: TmdAssigner) -> TmdReport:
     report.n_articles = len(bounds)
     sums = np.add.reduceat(vectors, [a for a, _ in bounds], axis=0) if bounds else vectors[:0]
     article_vectors = unit_rows(sums, dtype=np.float32)  # the direction of the mean: the normalised sum
+    with conn.cursor() as cur:
+        descriptions = article_rows.article_descriptions(cur, batch_id)
     domains = assigner.assign_domains([batch.titles[a] for a, _ in bounds],
-                                      [" ".join(batch.texts[a:b]) for a, b in bounds], article_vectors)
+                                      [" ".join(batch.texts[a:b]) for a, b in bounds], article_vectors,
+                                      [descriptions.get(batch.article_ids[a]) for a, _ in bounds])
     tasks, modifiers = assigner.assign_concepts(batch.texts, vectors)
     per_concept = np.repeat(np.arange(len(bounds)), [b - a for a, b in bounds])
     domain_codes, domain_conf = domains.codes[per_concept], domains.confidence[per_concept]

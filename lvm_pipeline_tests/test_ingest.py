@@ -187,3 +187,23 @@ def test_a_second_encoder_is_refused_for_the_same_database(conn, tmp_path, encod
     with pytest.raises(EncoderMismatchError, match="refusing to mix"):
         ingest.embed_batch(conn, "b.jsonl", other)
     assert rows(conn, "SELECT count(*) FROM cpe_vector") == [(rows(conn, "SELECT count(*) FROM cpe_entry")[0][0],)]
+
+
+def test_the_short_description_reaches_the_domain_assigner(conn, tmp_path, encoder):
+    from lvm_pipeline.db.articles import article_descriptions
+    from lvm_pipeline.tmd import DOMAINS, ZeroShotTmdAssigner
+
+    text = "Python was first described in the 1980s. It is now found in many places around the world."
+    records = [{"id": "code", "title": "Python", "text": text, "description": "Programming language"},
+               {"id": "snake", "title": "Python", "text": text, "description": "Genus of snakes"},
+               {"id": "bare", "title": "Prime number", "text": "A prime number is a natural number greater than 1 "
+                "that is not a product of two smaller natural numbers."},  # id/title/text only
+               {"id": "odd", "title": "Python", "text": text, "description": 7}]  # not a string: no description
+    run_all(conn, write_jsonl(tmp_path / "d.jsonl", records), encoder)
+    with conn.cursor() as cur:
+        assert article_descriptions(cur, "d.jsonl") == {"code": "Programming language", "snake": "Genus of snakes"}
+    report = ingest.assign_tmd(conn, "d.jsonl", ZeroShotTmdAssigner(encoder))
+    assert report.unknown["domain"] == 0
+    domains = dict(rows(conn, "SELECT DISTINCT article_id, domain_code FROM cpe_entry"))
+    assert {a: DOMAINS[c].name for a, c in domains.items()} == {
+        "code": "Software", "snake": "Science", "bare": "Mathematics", "odd": "Software"}

@@ -29,6 +29,9 @@ from lvm_pipeline.tmd import (
     unpack_tmd,
 )
 from lvm_pipeline.tmd.assigners import parse_answer
+from lvm_pipeline.tmd.domain_prototypes import PHRASES, default_domain_prototypes, description_prototypes
+from lvm_pipeline.tmd.gist import LEAD_CHARS, article_gist, first_sentence
+from lvm_pipeline.tmd.prototypes import PrototypeScorer
 
 DOMAIN = {label.name: code for code, label in enumerate(DOMAINS)}
 ALL_BITS = np.array([pack_tmd(d, t, m) for d in range(16) for t in range(32) for m in range(64)])
@@ -136,7 +139,7 @@ def test_zero_shot_concepts_shapes_and_ranges(encoder, zero_shot):
 
 
 def test_zero_shot_is_fast_and_needs_matching_lengths(zero_shot):
-    vectors = np.random.default_rng(0).standard_normal((100_000, zero_shot.domains.shape[1])).astype(np.float32)
+    vectors = np.random.default_rng(0).standard_normal((100_000, zero_shot.domains.dimension)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     texts = [""] * len(vectors)
     start = time.perf_counter()
@@ -146,6 +149,89 @@ def test_zero_shot_is_fast_and_needs_matching_lengths(zero_shot):
         zero_shot.assign_concepts(texts[:10], vectors)
     with pytest.raises(ValueError):  # another encoder's dimension
         zero_shot.assign_domains(["t"], ["x"], np.zeros((1, 768), dtype=np.float32))
+
+
+def test_a_short_description_moves_an_ambiguous_article_to_its_domain(encoder, zero_shot):
+    # the text says nothing of what "Python" / "Mercury" is: the short description decides
+    articles = {"Python": "Python was first described in the 1980s. It is now found in many places around the world.",
+                "Mercury": "Mercury has been known since antiquity. It was named after a Roman god."}
+    cases = [("Python", "Programming language", "Software"), ("Python", "Genus of snakes", "Science"),
+             ("Mercury", "Chemical element", "Science"), ("Mercury", "Roman god of commerce", "Philosophy")]
+    titles, descriptions, expected = zip(*cases)
+    texts = [articles[t] for t in titles]
+    labels = zero_shot.assign_domains(titles, texts, _vectors(encoder, texts), descriptions)
+    assert [DOMAINS[c].name if c != UNKNOWN else "UNKNOWN" for c in labels.codes] == list(expected)
+
+
+def test_zero_shot_without_descriptions_still_assigns(encoder, zero_shot):
+    titles, texts = zip(*OBVIOUS.values())
+    vectors = _vectors(encoder, texts)
+    absent = zero_shot.assign_domains(titles, texts, vectors)
+    assert [DOMAINS[c].name for c in absent.codes] == list(OBVIOUS)  # the first sentence stands in
+    for missing in ([None] * len(titles), [""] * len(titles), ["  "] * len(titles)):
+        same = zero_shot.assign_domains(titles, texts, vectors, missing)
+        np.testing.assert_array_equal(same.codes, absent.codes)
+        np.testing.assert_allclose(same.confidence, absent.confidence, atol=1e-6)
+    with pytest.raises(ValueError):
+        zero_shot.assign_domains(titles, texts, vectors, ["one description"])
+    empty = zero_shot.assign_domains([], [], np.zeros((0, encoder.dimension), dtype=np.float32), [])
+    assert empty.codes.shape == (0,)
+
+
+def test_zero_shot_before_prototypes_is_one_description_on_the_vector(encoder):
+    # the benchmark's "old" row: one templated description per domain, the article vector alone
+    old = ZeroShotTmdAssigner(encoder, domain_prototypes=description_prototypes(), top_k=1, hubness=False, gist=False)
+    titles, texts = zip(*OBVIOUS.values())
+    vectors = _vectors(encoder, texts)
+    expected = (vectors @ encoder.encode([p for _, p in description_prototypes()]).T).argmax(axis=1)
+    np.testing.assert_array_equal(old.assign_domains(["?"] * len(texts), texts, vectors, ["Song"] * len(texts)).codes,
+                                  expected)
+
+
+def test_article_gist():
+    text = "Impressionism is a 19th-century art movement. It began in Paris."
+    assert article_gist("Impressionism", "Art movement", text) == "Impressionism: Art movement"
+    assert article_gist(" Impressionism ", "  ", text) == "Impressionism: Impressionism is a 19th-century art movement."
+    assert article_gist("Impressionism", None, "   ") == "Impressionism"
+    assert first_sentence("x" * (LEAD_CHARS + 50)) == "x" * LEAD_CHARS
+
+
+def test_every_domain_has_its_own_prototype_phrases():
+    assert list(PHRASES) == [d.name for d in DOMAINS]
+    phrases = [p.lower() for ps in PHRASES.values() for p in ps]
+    assert len(phrases) == len(set(phrases))  # no phrase speaks for two domains
+    prototypes = default_domain_prototypes()
+    assert {code for code, _ in prototypes} == set(range(len(DOMAINS))) and len(prototypes) == len(phrases) + 16
+
+
+class _TableEncoder:
+    """Looks texts up in a fixed table of vectors: exact arithmetic for the scorer."""
+
+    def __init__(self, table: dict[str, list[float]]):
+        self.table = {text: np.array(v, dtype=np.float32) / np.linalg.norm(v) for text, v in table.items()}
+
+    def encode(self, texts):
+        return np.stack([self.table[t] for t in texts])
+
+
+def test_prototype_scorer_top_k_mean_and_hubness():
+    encoder = _TableEncoder({"a1": [1, 0, 0], "a2": [0.8, 0.6, 0], "a3": [0, 0, 1], "b1": [0, 1, 0]})
+    prototypes = [(1, "b1"), (0, "a1"), (0, "a2"), (0, "a3")]  # any order
+    vector = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
+    cosines = {"a1": 0.6, "a2": 0.96, "a3": 0.0, "b1": 0.8}
+    top2 = PrototypeScorer(encoder, prototypes, 2, top_k=2)
+    np.testing.assert_allclose(top2.scores(vector), [[(0.96 + 0.6) / 2, 0.8]], atol=1e-6)
+    np.testing.assert_allclose(PrototypeScorer(encoder, prototypes, 2, top_k=5).scores(vector),
+                               [[(0.6 + 0.96 + 0.0) / 3, 0.8]], atol=1e-6)  # fewer than k: all of them
+    hub = PrototypeScorer(encoder, prototypes, 2, top_k=1, hubness=True)
+    to_others = {"a1": (0.8 + 0) / 3, "a2": (0.8 + 0.6) / 3, "a3": 0.0, "b1": (0 + 0.6) / 3}
+    corrected = {t: cosines[t] - to_others[t] for t in cosines}
+    np.testing.assert_allclose(hub.scores(vector), [[max(corrected["a1"], corrected["a2"], corrected["a3"]),
+                                                     corrected["b1"]]], atol=1e-6)
+    with pytest.raises(ValueError):  # label 2 has no prototype
+        PrototypeScorer(encoder, prototypes, 3)
+    with pytest.raises(ValueError):
+        top2.scores(np.zeros((1, 4), dtype=np.float32))
 
 
 def test_assigner_from_config(encoder):
@@ -209,6 +295,13 @@ def test_llm_parses_answers_and_sends_the_prompt(chat_server):
     prompt = body["messages"][-1]["content"]
     assert "Marbury v. Madison" in prompt and "x" * 500 in prompt and "x" * 501 not in prompt
     assert "11: Law" in prompt and "0: Science" in prompt
+    assert prompt.endswith("Marbury v. Madison\n\n" + "x" * 500)  # no description: none shown
+
+
+def test_llm_prompt_shows_the_short_description(chat_server):
+    url, seen = chat_server(_answer(11, 0.8))
+    _assigner(url).assign_domains(["Marbury v. Madison"], ["x"], np.zeros((1, 384)), ["1803 U.S. Supreme Court case"])
+    assert "Marbury v. Madison\n(1803 U.S. Supreme Court case)\n\nx" in seen[0][1]["messages"][-1]["content"]
 
 
 def test_llm_concepts_label_tasks_and_modifiers(chat_server):

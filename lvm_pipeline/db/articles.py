@@ -36,3 +36,10 @@ def stream_articles(conn, batch_id: str, page_size: int) -> Iterator[list[tuple[
     """Pages of (article_id, title, text) in file order."""
     return stream(conn, "SELECT article_id, title, text FROM article WHERE batch_id = %s ORDER BY ord",
                   (batch_id,), page_size)
+
+
+def article_descriptions(cur, batch_id: str) -> dict[str, str]:
+    """article id -> its short description (the record's `description` field, kept in `metadata`), where it is a string."""
+    cur.execute("SELECT article_id, metadata->>'description' FROM article "
+                "WHERE batch_id = %s AND jsonb_typeof(metadata->'description') = 'string'", (batch_id,))
+    return dict(cur.fetchall())

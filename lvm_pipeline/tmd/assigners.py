@@ -20,13 +20,16 @@ from typing import Protocol
 import numpy as np
 import requests
 
+from lvm_pipeline.tmd.domain_prototypes import default_domain_prototypes
+from lvm_pipeline.tmd.gist import article_gist
+from lvm_pipeline.tmd.prototypes import PrototypeScorer
 from lvm_pipeline.tmd.schema import DOMAINS, MODIFIERS, TASKS, UNKNOWN, Label
 
 log = logging.getLogger(__name__)
 
 ZERO_SHOT_THRESHOLD = 0.3
 ZERO_SHOT_TEMPERATURE = 0.03
-DOMAIN_PROMPT = "This article is about {}"
+DOMAIN_TOP_K = 2  # a domain scores the mean cosine of its 2 nearest prototypes
 LLM_THRESHOLD = 0.5
 DOMAIN_TEXT_CHARS = 500
 
@@ -42,8 +45,10 @@ class Labels:
 class TmdAssigner(Protocol):
     name: str
 
-    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> Labels:
-        """One domain per article; `vectors` (n_articles, D): e.g. the normalised mean of its concepts."""
+    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray,
+                       descriptions: Sequence[str | None] | None = None) -> Labels:
+        """One domain per article; `vectors` (n_articles, D): e.g. the normalised mean of its concepts;
+        `descriptions`: each article's short description ("Art movement"), None or "" where it has none."""
 
     def assign_concepts(self, texts: Sequence[str], vectors: np.ndarray) -> tuple[Labels, Labels]:
         """(task, modifier) labels, one per concept."""
@@ -56,55 +61,66 @@ def _labels(best: np.ndarray, confidence: np.ndarray, threshold: float) -> Label
     return Labels(np.where(known, best, UNKNOWN).astype(np.int16), confidence)
 
 
-def _check_lengths(*sequences: Sequence) -> None:
-    if len({len(s) for s in sequences}) > 1:
-        raise ValueError(f"titles, texts and vectors must have the same length, got {[len(s) for s in sequences]}")
+def _check_lengths(*sequences: Sequence | None) -> None:
+    """ValueError unless the given sequences (None: not given) are all the same length."""
+    lengths = [len(s) for s in sequences if s is not None]
+    if len(set(lengths)) > 1:
+        raise ValueError(f"titles, texts, vectors (and descriptions) must have the same length, got {lengths}")
 
 
 class ZeroShotTmdAssigner:
-    """Nearest label description by cosine, on the caller's stored (L2-normalised) vectors.
+    """Nearest label prototypes by cosine, on the caller's stored (L2-normalised) vectors.
 
-    Each axis's descriptions are embedded once at construction (domains as `DOMAIN_PROMPT`
-    "This article is about <description>", tasks and modifiers as the bare description).
-    Confidence is the softmax of the cosines divided by `temperature`, taken at the best label;
-    below `threshold` the code is `UNKNOWN`. The texts are never re-encoded. The defaults are
-    tuned on the demo corpus (docs/TMD.md): at T = 0.03 the domain confidence roughly matches
-    the measured accuracy.
+    Domains: each domain has several prototype texts (`lvm_pipeline.tmd.domain_prototypes`: its
+    templated schema description and short phrases such as "Art movement"); a domain scores the
+    mean cosine of its `top_k` nearest prototypes, with each prototype's mean cosine to the
+    other prototypes subtracted (`hubness`; `lvm_pipeline.tmd.prototypes`). Two signals are
+    scored and averaged: the article vector, and, with `gist`, the embedding of the article's
+    gist ("<title>: <short description>", or "<title>: <first sentence>" without one;
+    `lvm_pipeline.tmd.gist`), the only text this assigner encodes (one short text per article).
+    Tasks and modifiers: the nearest single description, on the concept vectors, nothing encoded.
+
+    Confidence is the softmax of the scores divided by `temperature`, taken at the best label;
+    below `threshold` the code is `UNKNOWN`. `domain_prototypes`, `top_k`, `hubness` and `gist`
+    exist to measure the parts (benchmarks/tmd_accuracy.py); the defaults are the method of
+    docs/TMD.md.
     """
 
     name = "zero-shot"
 
-    def __init__(self, encoder, threshold: float = ZERO_SHOT_THRESHOLD,
-                 temperature: float = ZERO_SHOT_TEMPERATURE):
+    def __init__(self, encoder, threshold: float = ZERO_SHOT_THRESHOLD, temperature: float = ZERO_SHOT_TEMPERATURE,
+                 *, domain_prototypes: Sequence[tuple[int, str]] | None = None, top_k: int = DOMAIN_TOP_K,
+                 hubness: bool = True, gist: bool = True):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        self.threshold, self.temperature = threshold, temperature
-        self.domains = encoder.encode([DOMAIN_PROMPT.format(label.description) for label in DOMAINS])
-        self.tasks, self.modifiers = (encoder.encode([label.description for label in axis]) for axis in (TASKS, MODIFIERS))
+        self.encoder, self.threshold, self.temperature, self.gist = encoder, threshold, temperature, gist
+        if domain_prototypes is None:
+            domain_prototypes = default_domain_prototypes()
+        self.domains = PrototypeScorer(encoder, domain_prototypes, len(DOMAINS), top_k=top_k, hubness=hubness)
+        self.tasks, self.modifiers = (PrototypeScorer(encoder, list(enumerate(label.description for label in axis)),
+                                                      len(axis)) for axis in (TASKS, MODIFIERS))
 
-    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> Labels:
-        _check_lengths(titles, texts, vectors)
-        return self._nearest(self.domains, vectors)
+    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray,
+                       descriptions: Sequence[str | None] | None = None) -> Labels:
+        _check_lengths(titles, texts, vectors, descriptions)
+        scores = self.domains.scores(vectors)
+        if self.gist and len(titles):
+            descriptions = descriptions if descriptions is not None else [None] * len(titles)
+            gists = [article_gist(*parts) for parts in zip(titles, descriptions, texts)]
+            scores = (scores + self.domains.scores(self.encoder.encode(gists))) / 2
+        return self._best(scores)
 
     def assign_concepts(self, texts: Sequence[str], vectors: np.ndarray) -> tuple[Labels, Labels]:
         _check_lengths(texts, vectors)
-        return self._nearest(self.tasks, vectors), self._nearest(self.modifiers, vectors)
+        return self._best(self.tasks.scores(vectors)), self._best(self.modifiers.scores(vectors))
 
-    def _scores(self, prototypes: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-        """(n, n_labels) softmax of cosine / temperature."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != prototypes.shape[1]:
-            raise ValueError(f"vectors must be (n, {prototypes.shape[1]}), got {vectors.shape}")
-        logits = vectors @ prototypes.T
-        logits /= self.temperature
+    def _best(self, scores: np.ndarray) -> Labels:
+        """The best label of each row, its confidence the softmax of scores / temperature there."""
+        logits = scores / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         np.exp(logits, out=logits)
-        return logits / logits.sum(axis=1, keepdims=True)
-
-    def _nearest(self, prototypes: np.ndarray, vectors: np.ndarray) -> Labels:
-        probabilities = self._scores(prototypes, vectors)
-        best = probabilities.argmax(axis=1)
-        return _labels(best, probabilities[np.arange(len(best)), best], self.threshold)
+        best = logits.argmax(axis=1)
+        return _labels(best, logits[np.arange(len(best)), best] / logits.sum(axis=1), self.threshold)
 
 
 class LLMTmdAssigner:
@@ -134,9 +150,11 @@ class LLMTmdAssigner:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.cache = _AnswerCache(Path(cache_dir) / "llm_cache.sqlite") if cache_dir is not None else None
 
-    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray) -> Labels:
-        _check_lengths(titles, texts, vectors)
-        items = [f"{title}\n\n{text[:DOMAIN_TEXT_CHARS]}" for title, text in zip(titles, texts)]
+    def assign_domains(self, titles: Sequence[str], texts: Sequence[str], vectors: np.ndarray,
+                       descriptions: Sequence[str | None] | None = None) -> Labels:
+        _check_lengths(titles, texts, vectors, descriptions)
+        descriptions = descriptions if descriptions is not None else [None] * len(titles)
+        items = [_domain_item(*parts) for parts in zip(titles, descriptions, texts)]
         return self._label_all("domain of this encyclopedia article", DOMAINS, items)
 
     def assign_concepts(self, texts: Sequence[str], vectors: np.ndarray) -> tuple[Labels, Labels]:
@@ -185,6 +203,12 @@ class LLMTmdAssigner:
 
 SYSTEM_PROMPT = ('You label encyclopedia text. Reply with one JSON object and nothing else: '
                  '{"code": <the label number>, "confidence": <your confidence between 0 and 1>}.')
+
+
+def _domain_item(title: str, description: str | None, text: str) -> str:
+    """The article as the domain prompt shows it: title, short description in parentheses if any, text head."""
+    head = f"{title}\n({description.strip()})" if description and description.strip() else title
+    return f"{head}\n\n{text[:DOMAIN_TEXT_CHARS]}"
 
 
 def build_prompt(question: str, axis: tuple[Label, ...], text: str) -> str:
