@@ -25,6 +25,7 @@ from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
 log = logging.getLogger("lvm_pipeline")
 DEMO_MODE = "sentence"  # the demo's leads are short: one concept per sentence (DESIGN.md section 4)
+FAR_COSINE = 0.4  # predict: a nearest text below this cosine is called far
 DEMO_TRAIN_SECONDS = 45.0  # per model family, so that the demo stays within 15 minutes on 2 cores
 
 
@@ -348,6 +349,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{result.model} ({result.checkpoint}), after {len(result.context)} sentence(s):")
     for rank, neighbour in enumerate(result.neighbours, 1):
         print(f"  {rank}. {neighbour.score:.3f}  {neighbour.text}  [{neighbour.article_id}]")
+    if result.neighbours and result.neighbours[0].score < FAR_COSINE:
+        print(f"  (the nearest text is far: cosine < {FAR_COSINE}; the context may lie outside what the bank covers, "
+              "or be in another language than its encoder's)")
     latency = result.latency_ms
     print(f"latency: {latency['total']:.1f} ms (encode {latency['encode']:.1f}, model {latency['predict']:.1f}, "
           f"retrieval {latency['decode']:.1f})")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from lvm_pipeline import cli
 from lvm_pipeline.arrays import row_cosines
 from lvm_pipeline.cli import main
 from lvm_pipeline.datasets.bank import open_bank, write_bank
@@ -87,7 +88,10 @@ def test_the_predict_command_answers_in_text_and_json_and_refuses_what_it_cannot
     assert answer["model"] == "gru" and len(answer["neighbours"]) == 2 and answer["context"][1] == "It has no atmosphere."
     assert main(["predict", "--family", "gru", "Paris is the capital of France."]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("gru (") and "  1. " in out and "latency:" in out
+    assert out.startswith("gru (") and "  1. " in out and "latency:" in out and "is far" not in out
+    monkeypatch.setattr(cli, "FAR_COSINE", 1.01)  # every nearest text is "far" now: the note says so
+    assert main(["predict", "--family", "gru", "Paris is the capital of France."]) == 0
+    assert "the nearest text is far" in capsys.readouterr().out
 
     assert main(["predict", "--family", "lstm", "x"]) == 2
     assert "no trained lstm model yet" in capsys.readouterr().err
