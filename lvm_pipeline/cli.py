@@ -172,35 +172,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = ok and not train_families(families, args.train_seconds, args.debug)
     ok = ok and build_report(args.debug)
     if ok and families:
-        ok = materialize_and_report([_comparison_asset()], debug=args.debug)
-        from lvm_pipeline.defs.experiments import ScalingConfig
+        from lvm_pipeline.defs.experiments import ScalingConfig, experiment_comparison, scaling_report
 
+        ok = materialize_and_report([experiment_comparison], debug=args.debug)
         scaling = ScalingConfig(family="gru" if "gru" in families else families[0])
-        ok = materialize_and_report([_scaling_asset()], ops={"scaling_report": scaling}, debug=args.debug) and ok
+        ok = materialize_and_report([scaling_report], ops={"scaling_report": scaling}, debug=args.debug) and ok
     return 1 if failed or not ok else 0
-
-
-def _comparison_asset():
-    from lvm_pipeline.defs.experiments import experiment_comparison
-
-    return experiment_comparison
-
-
-def _scaling_asset():
-    from lvm_pipeline.defs.experiments import scaling_report
-
-    return scaling_report
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
     """Train the variants 1A-1E of a family (each within the time budget), then compare every trained model."""
+    from lvm_pipeline.defs.experiments import experiment_comparison
     from lvm_pipeline.defs.training import LvmVariantConfig, lvm_variant
 
     config = LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0)
     failed = [variant for variant in args.variants
               if not materialize_and_report([lvm_variant], partition_key=variant, ops={"lvm_variant": config},
                                             debug=args.debug)]
-    ok = materialize_and_report([_comparison_asset()], debug=args.debug)
+    ok = materialize_and_report([experiment_comparison], debug=args.debug)
     return 1 if failed or not ok else 0
 
 

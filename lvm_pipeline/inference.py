@@ -19,7 +19,7 @@ from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline.models.predictor import ModelPredictor
 from lvm_pipeline.tmd.schema import TMD_DIM
 from lvm_pipeline.training.checkpoint import check_compatible, load_checkpoint
-from lvm_pipeline.training.runs import current_run_dir
+from lvm_pipeline.training.runs import require_current_run
 
 REPORT_JSON = "benchmark_report.json"
 
@@ -45,10 +45,7 @@ class NextConcept:
 
 def family_checkpoint(checkpoints_dir: Path, family: str) -> Path:
     """The best checkpoint of the family's current training run."""
-    run_dir = current_run_dir(checkpoints_dir, family)
-    if run_dir is None:
-        raise PipelineError(f"no trained {family} model yet: materialize lvm_checkpoint [{family}]")
-    return run_dir / "best.safetensors"
+    return require_current_run(checkpoints_dir, family) / "best.safetensors"
 
 
 def report_best_checkpoint(reports_dir: Path, checkpoints_dir: Path) -> Path:

@@ -6,9 +6,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from lvm_pipeline.config import settings
-from lvm_pipeline.datasets.bank import open_bank
-from lvm_pipeline.datasets.sequences import load_sequences
-from lvm_pipeline.defs.datasets import leakage, ordered_vectors, sequences_dir, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, leakage, ordered_vectors, training_sequences
 from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
 from lvm_pipeline.evaluation.benchmark import run_benchmark
@@ -16,7 +14,6 @@ from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.predictor import ModelPredictor
-from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import trained_model
 from lvm_pipeline.training.runs import current_run_dir
 
@@ -33,8 +30,8 @@ class BenchmarkConfig(Config):
 def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, encoder: EncoderResource) -> MaterializeResult:
     """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, decoding back to text, the decision,
     examples and plots."""
-    bank = open_bank(settings().exports_dir)
-    sequences = load_sequences(bank, sequences_dir())
+    sequences = current_sequences()
+    bank = sequences.bank
     models, curves = [], {}
     for family in FAMILY_NAMES:
         run_dir = current_run_dir(settings().checkpoints_dir, family)
@@ -45,13 +42,12 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, en
         model, sidecar, history = found
         models.append(ModelPredictor(model, sidecar["model_name"]))
         curves[sidecar["model_name"]] = history
-    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if any(m.uses_tmd for m in models) else None
     bank_encoder = encoder.get()
     if bank_encoder.fingerprint != bank.manifest["encoder_fingerprint"]:
         context.log.info("the configured encoder is not the bank's: the report leaves the echo loop out")
         bank_encoder = None
     benchmark = run_benchmark(sequences, models, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
-                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above), tmd=tmd,
+                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above),
                               encode=bank_encoder and bank_encoder.encode)
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],

@@ -13,6 +13,7 @@ from lvm_pipeline.datasets.bank import export_bank, open_bank
 from lvm_pipeline.datasets.sequences import (
     SPLITS,
     SplitRatios,
+    TrainingSequences,
     WindowSpec,
     build_sequences,
     context_length_histogram,
@@ -78,6 +79,11 @@ def sequences_dir():
     return settings().exports_dir / "sequences"
 
 
+def current_sequences() -> TrainingSequences:
+    """The training sequences of the exported bank, as `training_sequences` last wrote them."""
+    return load_sequences(open_bank(settings().exports_dir), sequences_dir())
+
+
 @asset(group_name=GROUP, deps=[ordered_vectors], kinds={"numpy"})
 def training_sequences(context: AssetExecutionContext, config: TrainingSequencesConfig) -> MaterializeResult:
     """Article-level train / val / test splits, windows and whole-article sequences as index views over the bank."""
@@ -108,6 +114,6 @@ def training_sequences(context: AssetExecutionContext, config: TrainingSequences
 @asset_check(asset=training_sequences, blocking=True,
              description="blocking: no article in two splits, no val/test target that is a train text, no window across articles")
 def leakage() -> AssetCheckResult:
-    sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+    sequences = current_sequences()
     return check_result(check_leakage(**leakage_inputs(sequences)), blocking=True)
 

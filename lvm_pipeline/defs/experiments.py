@@ -7,9 +7,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from lvm_pipeline.config import settings
-from lvm_pipeline.datasets.bank import open_bank
-from lvm_pipeline.datasets.sequences import load_sequences
-from lvm_pipeline.defs.datasets import sequences_dir, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, training_sequences
 from lvm_pipeline.defs.training import current_run, lvm_checkpoint, lvm_variant, variants_dir
 from lvm_pipeline.experiments.comparison import Entry, compare, trained_entry, write_comparison
 from lvm_pipeline.experiments.scaling import half_of_batches, measure_scaling, render_markdown
@@ -18,7 +16,6 @@ from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.base import config_from_dict
 from lvm_pipeline.models.predictor import ModelPredictor
-from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import load_checkpoint, trained_model
 from lvm_pipeline.training.config import TrainConfig
 from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
@@ -34,8 +31,7 @@ class ComparisonConfig(Config):
 def experiment_comparison(context: AssetExecutionContext, config: ComparisonConfig) -> MaterializeResult:
     """One table of every trained family and variant with CIs, paired differences to the best baseline and to 1A;
     each run's rows appended to experiments.csv."""
-    bank = open_bank(settings().exports_dir)
-    sequences = load_sequences(bank, sequences_dir())
+    sequences = current_sequences()
     runs = [(family, None, current_run_dir(settings().checkpoints_dir, family)) for family in FAMILY_NAMES]
     runs += [(family, variant, current_run_dir(variants_dir(), f"{family}-{variant}"))
              for family in FAMILY_NAMES for variant in VARIANTS]
@@ -48,8 +44,7 @@ def experiment_comparison(context: AssetExecutionContext, config: ComparisonConf
             entries.append(found)
     if not entries:
         raise FileNotFoundError("no trained model to compare: materialize lvm_checkpoint or lvm_variant first")
-    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if any(e.predictor.uses_tmd for e in entries) else None
-    comparison = compare(sequences, entries, n_resamples=config.n_resamples, seed=config.seed, tmd=tmd)
+    comparison = compare(sequences, entries, n_resamples=config.n_resamples, seed=config.seed)
     files = write_comparison(comparison, settings().reports_dir, context.run_id)
     best = max(entries, key=lambda e: comparison.benchmark.results[e.name].estimates["hit_at_5"].value)
     return MaterializeResult(metadata={
@@ -75,8 +70,7 @@ class ScalingConfig(Config):
 def scaling_report(context: AssetExecutionContext, config: ScalingConfig) -> MaterializeResult:
     """Train the family's current model config and recipe again on half of the batches, then the scaling
     coefficient Hit@5(all) / Hit@5(half) on the same test queries, and Hit@5 at every context length."""
-    bank = open_bank(settings().exports_dir)
-    sequences = load_sequences(bank, sequences_dir())
+    sequences = current_sequences()
     found = trained_model(current_run(config.family), sequences)
     if isinstance(found, str):
         raise FileNotFoundError(f"{config.family}: {found}: materialize lvm_checkpoint [{config.family}] on this bank")
@@ -89,9 +83,7 @@ def scaling_report(context: AssetExecutionContext, config: ScalingConfig) -> Mat
     set_current(run_dir)
     half_model, _ = load_checkpoint(result.best_checkpoint)
     full, half = ModelPredictor(model, f"{config.family}-all"), ModelPredictor(half_model, name)
-    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if full.uses_tmd else None
-    scaling = measure_scaling(sequences, full, half, half_batches, n_resamples=config.n_resamples, seed=config.seed,
-                              tmd=tmd)
+    scaling = measure_scaling(sequences, full, half, half_batches, n_resamples=config.n_resamples, seed=config.seed)
     text = render_markdown(scaling)
     path = atomic_write(settings().reports_dir / "scaling_report.md", lambda f: f.write(text.encode()))
     hit5 = {n: scaling.benchmark.results[n].estimates["hit_at_5"].value for n in (full.name, half.name)}

@@ -28,9 +28,7 @@ from dagster._utils.warnings import PreviewWarning
 from pydantic import Field
 
 from lvm_pipeline.config import settings
-from lvm_pipeline.datasets.bank import open_bank
-from lvm_pipeline.datasets.sequences import load_sequences
-from lvm_pipeline.defs.datasets import sequences_dir, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, training_sequences
 from lvm_pipeline.experiments.comparison import entry_name
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.markdown import md_table
@@ -38,7 +36,7 @@ from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.base import ModelConfig, registered_configs
 from lvm_pipeline.training.checkpoint import load_checkpoint
 from lvm_pipeline.training.config import TrainConfig
-from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
+from lvm_pipeline.training.runs import current_run_dir, new_run_dir, require_current_run, set_current
 from lvm_pipeline.training.trainer import train
 from lvm_pipeline.training.validation import loss_is_decreasing, val_hit_at_5_vs_copy_last
 
@@ -62,11 +60,8 @@ class LvmCheckpointConfig(Config):
 
 
 def current_run(family: str) -> Path:
-    """The family's current training run (FileNotFoundError if it has none: materialize lvm_checkpoint)."""
-    run_dir = current_run_dir(settings().checkpoints_dir, family)
-    if run_dir is None:
-        raise FileNotFoundError(f"no trained {family} model yet: materialize lvm_checkpoint [{family}]")
-    return run_dir
+    """The family's current training run (PipelineError if it has none: materialize lvm_checkpoint)."""
+    return require_current_run(settings().checkpoints_dir, family)
 
 
 @asset(partitions_def=model_families, deps=[training_sequences], group_name="training", kinds={"pytorch"})
@@ -115,7 +110,7 @@ def train_into(context: AssetExecutionContext, model: ModelConfig | str, name: s
                run_dir: Path, resume: bool, extra: dict | None = None) -> MaterializeResult:
     """Train into `run_dir`, make it current, and describe the best checkpoint; each validation is logged as an
     observation of the asset's partition, so the UI plots the curves across runs."""
-    sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+    sequences = current_sequences()
     partition = context.partition_key
 
     def observe(entry: dict) -> None:
@@ -156,7 +151,7 @@ with warnings.catch_warnings():  # partitioned checks are a preview feature of D
     @asset_check(asset=lvm_checkpoint, partitions_def=model_families,
                  description="warn: the best checkpoint beats copy-last on val Hit@5 (full bank)")
     def beats_copy_last(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        sequences = load_sequences(open_bank(settings().exports_dir), sequences_dir())
+        sequences = current_sequences()
         verdict = val_hit_at_5_vs_copy_last(current_run(context.partition_key), sequences)
         return AssetCheckResult(passed=verdict.passed, severity=AssetCheckSeverity.WARN,
                                 description=verdict.summary, metadata=verdict.figures)

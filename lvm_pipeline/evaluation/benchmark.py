@@ -26,6 +26,7 @@ from lvm_pipeline.evaluation.metrics import next_vector_metrics
 from lvm_pipeline.evaluation.queries import Predictor, Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, chance_at_k, retrieval_ranks, within_article_rank
 from lvm_pipeline.text import bleu_scores
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 
 BASELINES = ("copy_last", "mean_context", "ridge", "successor_knn")
 KS = (1, 5, 10)
@@ -78,8 +79,11 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
                   index: BankIndex | None = None, tmd: np.ndarray | None = None,
                   encode: Callable[[Sequence[str]], np.ndarray] | None = None) -> Benchmark:
     """Every baseline and model on the `split` windows of `sequences`, against the full bank (`tmd`: the bank's
-    (N, 16) TMD vectors, for TMD-conditioned models; `encode`: the bank's encoder, for the echo loop)."""
+    (N, 16) TMD vectors for TMD-conditioned models, read from the bank when not given; `encode`: the bank's
+    encoder, for the echo loop)."""
     bank, queries = sequences.bank, sequences.windows[split]
+    if tmd is None and any(getattr(model, "uses_tmd", False) for model in models):
+        tmd = bank_tmd_vectors(bank.column("tmd_bits"))
     if not len(queries):
         raise ValueError(f"the {split} split has no queries: the bank is too small to benchmark")
     index = index or BankIndex(bank.vectors)

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
 from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
@@ -64,10 +62,10 @@ class Comparison:
 
 
 def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
-            tmd: np.ndarray | None = None, encode: Callable | None = None) -> Comparison:
+            encode: Callable | None = None) -> Comparison:
     """Benchmark every entry beside the baselines on the test windows; pair each variant with its family's 1A."""
     benchmark = run_benchmark(sequences, [entry.predictor for entry in entries], n_resamples=n_resamples, seed=seed,
-                              tmd=tmd, encode=encode)
+                              encode=encode)
     bootstrap = ClusterBootstrap(benchmark.queries.article, n_resamples=n_resamples, seed=seed)
     hit5 = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}
     versus = {}

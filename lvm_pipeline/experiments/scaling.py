@@ -43,9 +43,8 @@ class Scaling:
 
 
 def measure_scaling(sequences: TrainingSequences, full: Predictor, half: Predictor, half_batches: list[str],
-                    n_resamples: int = 1000, seed: int = 0, tmd: np.ndarray | None = None,
-                    encode: Callable | None = None) -> Scaling:
-    benchmark = run_benchmark(sequences, [full, half], n_resamples=n_resamples, seed=seed, tmd=tmd, encode=encode)
+                    n_resamples: int = 1000, seed: int = 0, encode: Callable | None = None) -> Scaling:
+    benchmark = run_benchmark(sequences, [full, half], n_resamples=n_resamples, seed=seed, encode=encode)
     queries = benchmark.queries
     bootstrap = ClusterBootstrap(queries.article, n_resamples=n_resamples, seed=seed)
     hits = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from lvm_pipeline.errors import PipelineError
 from lvm_pipeline.files import atomic_write
 
 CURRENT_FILE = "current"
@@ -26,6 +27,14 @@ def current_run_dir(root: Path, family: str) -> Path | None:
         return None
     run_dir = pointer.parent / pointer.read_text().strip()
     return run_dir if run_dir.is_dir() else None
+
+
+def require_current_run(root: Path, family: str) -> Path:
+    """The current run of `family`; PipelineError if it has none (materialize lvm_checkpoint)."""
+    run_dir = current_run_dir(root, family)
+    if run_dir is None:
+        raise PipelineError(f"no trained {family} model yet: materialize lvm_checkpoint [{family}]")
+    return run_dir
 
 
 def set_current(run_dir: Path) -> None:
