@@ -9,10 +9,12 @@ vectors of that encoder only.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from lvm_pipeline.config import settings
 from lvm_pipeline.errors import PipelineError
 
 VEC2TEXT_DIM = 768
@@ -49,6 +51,21 @@ class Vec2TextInverter:
         embeddings = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)
         return list(self._vec2text.invert_embeddings(embeddings=embeddings, corrector=self._corrector,
                                                      num_steps=self.num_steps))
+
+
+def configured_inverter(vectors: np.ndarray) -> Vec2TextInverter | None:
+    """The inverter of the local weights in LVM_VEC2TEXT_INVERSION / _CORRECTOR, None when they are not set;
+    Vec2TextUnavailable when it cannot invert `vectors` (checked before the weights load)."""
+    dirs = settings().vec2text_dirs
+    if dirs is None:
+        return None
+    check_invertible(vectors)
+    return _loaded(*dirs)
+
+
+@lru_cache(maxsize=1)
+def _loaded(inversion_dir: str, corrector_dir: str) -> Vec2TextInverter:
+    return Vec2TextInverter(inversion_dir, corrector_dir)  # once per process: loading the weights takes long
 
 
 def check_invertible(vectors: np.ndarray) -> None:

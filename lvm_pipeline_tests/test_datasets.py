@@ -22,8 +22,10 @@ from lvm_pipeline.gates.leakage import check_leakage
 from lvm_pipeline_tests.conftest import write_jsonl
 
 
-def synthetic_bank(directory, article_sizes: list[int], dim: int = 8, seed: int = 0, texts=None) -> Bank:
-    """A bank on disk in the exported format: articles of the given sizes, random unit vectors."""
+def synthetic_bank(directory, article_sizes: list[int], dim: int = 8, seed: int = 0, texts=None,
+                   article_domains: list[int] | None = None) -> Bank:
+    """A bank on disk in the exported format: articles of the given sizes, random unit vectors, in the
+    given TMD domains (lanes; unknown when not given)."""
     rng = np.random.default_rng(seed)
     n = sum(article_sizes)
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
@@ -31,9 +33,11 @@ def synthetic_bank(directory, article_sizes: list[int], dim: int = 8, seed: int 
     articles = [f"article-{a}" for a, size in enumerate(article_sizes) for _ in range(size)]
     seqs = [i for size in article_sizes for i in range(size)]
     texts = texts or [f"Sentence {i} of {a}." for a, i in zip(articles, seqs)]
+    domains = np.repeat(article_domains or [-1] * len(article_sizes), article_sizes).tolist()
     return write_bank(directory, vectors, {"cpe_id": [f"c{seed}-{i}" for i in range(n)], "batch_id": ["b"] * n,
                                            "article_id": articles, "seq_in_article": seqs, "concept_text": texts,
-                                           "tmd_bits": [-1] * n})
+                                           "tmd_bits": [-1] * n,
+                                           "domain_code": domains})
 
 
 def test_the_bank_is_streamed_from_postgres_in_order_and_memory_mapped(conn, tmp_path, encoder, vital_records):
@@ -42,9 +46,13 @@ def test_the_bank_is_streamed_from_postgres_in_order_and_memory_mapped(conn, tmp
         ingest.parse_batch(conn, path)
         ingest.chunk_batch(conn, name, "sentence")
         ingest.embed_batch(conn, name, encoder)
+    with conn.cursor() as cur:  # one batch labelled (its TMD lane), the other not yet
+        cur.execute("UPDATE cpe_entry SET domain_code = 4 WHERE batch_id = %s", ("b2.jsonl",))
+    conn.commit()
     export = export_bank(conn, [("b2.jsonl", "h2"), ("b1.jsonl", "h1")], tmp_path / "bank", legacy_npz=True,
                          page_size=7)  # pages smaller than an article: order must survive paging
     bank = open_bank(tmp_path / "bank")
+    assert bank.domain_codes.tolist() == [4 if b == "b2.jsonl" else -1 for b in bank.column("batch_id")]
     assert isinstance(bank.vectors, np.memmap) and bank.vectors.dtype == np.float32
     assert len(bank) == export.n_concepts and bank.vectors.shape[1] == encoder.dimension
     batches = bank.column("batch_id")

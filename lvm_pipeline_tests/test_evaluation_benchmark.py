@@ -10,9 +10,11 @@ from dagster import materialize
 
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
 from lvm_pipeline.evaluation.baselines import CopyLast
-from lvm_pipeline.evaluation.benchmark import BASELINES, run_benchmark
+from lvm_pipeline.evaluation.benchmark import BASELINES, V2T_SAMPLE, run_benchmark
+from lvm_pipeline.evaluation.decoding import retrieval_decode
 from lvm_pipeline.evaluation.queries import Queries
-from lvm_pipeline.evaluation.report import write_report
+from lvm_pipeline.evaluation.report import render_markdown, write_report
+from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline_tests.test_datasets import synthetic_bank
 
 DIM = 32
@@ -90,6 +92,33 @@ def test_the_same_queries_and_bank_for_every_predictor(planted):
     # context length 1 has nothing to apply the rule to: the model is only as good as copy-last there
     by_length = dict((label, e) for label, _, e in result.by_context_length["knows_the_rule"])
     assert by_length["2"].value > by_length["1"].value
+    # a bank without TMD lanes: one "unknown" lane, and re-ranking by lane changes nothing
+    assert [(label, count) for label, count, _ in result.by_lane["knows_the_rule"]] == [("unknown", n)]
+    assert all(gain.value == 0 for gain in result.rerank_gain.values())
+
+
+class NoisyOracle:
+    """The target plus enough noise that it is often not among the 5 nearest."""
+
+    name = "noisy_oracle"
+
+    def predict(self, vectors, queries: Queries, tmd=None) -> np.ndarray:
+        target = np.asarray(vectors[queries.target])
+        return target + np.random.default_rng(1).normal(scale=0.25, size=target.shape).astype(np.float32)
+
+
+def test_hit_at_5_by_lane_and_reranking_by_lane_on_a_bank_with_lanes(tmp_path):
+    n_articles = 300
+    bank = synthetic_bank(tmp_path, [6] * n_articles, dim=DIM, article_domains=[a % 3 for a in range(n_articles)])
+    sequences = build_sequences(bank, spec=WindowSpec(max_context=4))
+    result = run_benchmark(sequences, models=[NoisyOracle()], n_resamples=200)
+    lanes = result.by_lane["noisy_oracle"]
+    assert [label for label, _, _ in lanes] == ["Science", "Mathematics", "Technology"]  # DOMAINS 0, 1, 2
+    assert sum(count for _, count, _ in lanes) == len(result.queries)
+    plain = result.results["noisy_oracle"].estimates["hit_at_5"].value
+    gain = result.rerank_gain["noisy_oracle"]
+    assert 0.1 < plain < 0.9 and gain.ci_low > 0  # the target is always in the query's lane: the lane helps
+    assert result.results["noisy_oracle"].estimates["hit_at_5_lane_reranked"].value == pytest.approx(plain + gain.value)
 
 
 class Oracle:
@@ -121,6 +150,33 @@ def test_predictions_decode_back_to_text_with_bleu_and_the_echo_loop(planted):
     assert "echo" not in run_benchmark(planted, n_resamples=50).results["copy_last"].estimates  # no encoder, no echo
 
 
+def test_the_vec2text_round_trip_inverts_the_models_predictions_on_a_sample(planted):
+    """vec2text cannot run here (weights from a hub): a stand-in inverter that reads a vector as the text of its
+    nearest bank concept, so an oracle's round trip is perfect and the figures can be checked."""
+    texts = list(planted.bank.texts)
+    row_of = {text: row for row, text in enumerate(texts)}
+    index = BankIndex(planted.bank.vectors)
+    inverted_rows = []
+
+    def invert(vectors):
+        inverted_rows.append(len(vectors))
+        return retrieval_decode(index, texts, vectors, k=1).top_texts
+
+    def encode(batch):
+        return np.asarray(planted.bank.vectors[[row_of[t] for t in batch]])
+
+    result = run_benchmark(planted, models=[Oracle(), KnowsTheRule()], n_resamples=100, encode=encode, invert=invert)
+    assert inverted_rows == [V2T_SAMPLE, V2T_SAMPLE]  # the models only, on the sample
+    oracle = result.results["oracle"].estimates
+    assert oracle["v2t_bleu4"].value == pytest.approx(1.0) and oracle["v2t_echo"].value == pytest.approx(1.0, abs=1e-5)
+    assert result.results["knows_the_rule"].estimates["v2t_bleu4"].value < 1.0  # it misses at context length 1
+    assert not any(key.startswith("v2t_") for key in result.results["copy_last"].estimates)
+    text = render_markdown(result, planted.bank.texts, {})
+    assert "| predictor | decode_bleu1 | decode_bleu4 | echo | v2t_bleu1 | v2t_bleu4 | v2t_echo |" in text
+    with pytest.raises(ValueError, match="needs `encode`"):
+        run_benchmark(planted, n_resamples=50, invert=invert)
+
+
 def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path):
     result = run_benchmark(planted, models=[KnowsTheRule()], n_resamples=200)
     files = write_report(result, planted.bank.texts, tmp_path / "reports", {"bank_version": planted.bank.version})
@@ -130,6 +186,8 @@ def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path
         assert f"| {name} |" in text
     assert "## Hit@5 by context length" in text and "**Example 1**" in text and "- target:" in text
     assert "## Decoding back to text" in text and "| knows_the_rule | " in text
+    assert "vec2text: not configured" in text
+    assert "## TMD lanes" in text and "| unknown |" in text and "0.3 [same lane as the query]" in text
     assert "  5. " in text  # a model's example shows its five decoded texts with their cosines
     for path in files.plots.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
@@ -143,9 +201,11 @@ def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path
     assert report["decision"]["decision"] == "GO" and report["decision"]["rule"].startswith("GO only if")
 
 
-def test_the_bank_sequences_leakage_check_and_report_run_as_assets(database_url, dagster_instance, vital_records):
+def test_the_bank_sequences_leakage_check_and_report_run_as_assets(database_url, dagster_instance, vital_records,
+                                                                   monkeypatch, tmp_path):
+    from lvm_pipeline.decoders import Vec2TextUnavailable
     from lvm_pipeline.defs import resources
-    from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks
+    from lvm_pipeline.defs.benchmark import benchmark_report, downstream_assets, downstream_checks
     from lvm_pipeline_tests.test_validation import run_batch
 
     assert run_batch(dagster_instance, "b.jsonl", vital_records, mode="sentence").success
@@ -158,6 +218,11 @@ def test_the_bank_sequences_leakage_check_and_report_run_as_assets(database_url,
     report = result.asset_materializations_for_node("benchmark_report")[0].metadata
     assert report["decision"].value == "STOP" and "No model has been trained yet" in report["report"].value
     assert json.loads(open(report["json"].value).read())["bank_size"] == report["bank_size"].value
+    monkeypatch.setenv("LVM_VEC2TEXT_INVERSION", str(tmp_path))  # vec2text configured: it inverts GTR-T5 only
+    monkeypatch.setenv("LVM_VEC2TEXT_CORRECTOR", str(tmp_path))
+    with pytest.raises(Vec2TextUnavailable, match="768-D GTR-T5-base"):
+        materialize([benchmark_report, *downstream_assets[:2]], selection=[benchmark_report.key],
+                    instance=dagster_instance, resources=resources())
 
 
 def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_url, dagster_instance, vital_records):

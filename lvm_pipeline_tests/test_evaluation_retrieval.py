@@ -8,6 +8,7 @@ import pytest
 
 from lvm_pipeline.arrays import unit_rows
 from lvm_pipeline.evaluation.baselines import CopyLast, MeanContext, Ridge, SuccessorKNN, context_means
+from lvm_pipeline.evaluation.lanes import reranked_hits
 from lvm_pipeline.evaluation.queries import Queries, article_queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, chance_at_k, retrieval_ranks, within_article_rank
 
@@ -305,3 +306,31 @@ def test_everything_reads_a_read_only_memory_map(random_case, tmp_path):
     train, val = queries.subset(np.arange(200)), queries.subset(np.arange(200, 300))
     for predictor in (CopyLast(), MeanContext(), Ridge().fit(bank, train, val), SuccessorKNN().fit(bank, train)):
         np.testing.assert_allclose(predictor.predict(mapped, val), predictor.predict(bank, val), err_msg=predictor.name)
+
+
+# --- TMD lanes -------------------------------------------------------------------------------------------
+
+def test_lane_reranking_lifts_an_in_lane_target_over_nearer_concepts_of_other_lanes():
+    # the prediction at 0 degrees; five other-lane concepts nearer (10..18) than the in-lane target (30)
+    bank = angles(90, 30, 10, 12, 14, 16, 18)
+    lanes = np.array([3, 3, 5, 5, 5, 5, 5])
+    query, predicted = one_query(target=1, context_start=0), angles(0)
+    index = BankIndex(bank)
+    assert retrieval_ranks(index, predicted, query, (5,))["hit_at_5"].tolist() == [0.0]
+    assert reranked_hits(index, predicted, query, lanes).tolist() == [1.0]  # 0.7 cos 30 + 0.3 > 0.7 cos 10
+    assert reranked_hits(index, predicted, query, lanes, weight=0.05).tolist() == [0.0]  # too light to lift it
+    assert reranked_hits(index, predicted, query, lanes, depth=5).tolist() == [0.0]  # beyond the shortlist
+    unknown = np.where(np.arange(len(bank)) == 0, -1, lanes)  # the query's lane is its last context concept's
+    assert reranked_hits(index, predicted, query, unknown).tolist() == [0.0]
+
+
+def test_lane_reranking_without_lane_information_is_the_plain_cosine_order(random_case):
+    bank, _, queries, predicted = random_case
+    index = BankIndex(bank)
+    plain = retrieval_ranks(index, predicted, queries, (5,))["hit_at_5"]
+    lanes = np.random.default_rng(0).integers(0, 16, size=len(bank))
+    assert 0 < plain.mean() < 1
+    np.testing.assert_array_equal(reranked_hits(index, predicted, queries, lanes, weight=0.0), plain)
+    np.testing.assert_array_equal(reranked_hits(index, predicted, queries, np.full(len(bank), 7)), plain)  # one lane
+    np.testing.assert_array_equal(reranked_hits(index, predicted, queries, np.full(len(bank), -1)), plain)  # none
+    assert not np.array_equal(reranked_hits(index, predicted, queries, lanes), plain)

@@ -75,9 +75,10 @@ def test_decoding_a_stored_vector_finds_its_own_text_and_echoes_it(data_dir, enc
     decoded = retrieval_decode(BankIndex(bank.vectors), bank.texts, bank.vectors[rows], k=3)
     assert decoded.rows.shape == (3, 3) and decoded.rows[:, 0].tolist() == rows.tolist()
     assert decoded.top_texts == [bank.texts[r] for r in rows]
-    np.testing.assert_allclose(echo_similarity(encoder.encode, decoded, bank.vectors[rows]), 1.0, atol=1e-4)
+    np.testing.assert_allclose(echo_similarity(encoder.encode, decoded.top_texts, bank.vectors[rows]), 1.0, atol=1e-4)
     noise = np.random.default_rng(0).standard_normal((2, bank.vectors.shape[1]))
-    assert np.all(echo_similarity(encoder.encode, retrieval_decode(BankIndex(bank.vectors), bank.texts, noise), noise) < 0.5)
+    far = retrieval_decode(BankIndex(bank.vectors), bank.texts, noise).top_texts
+    assert np.all(echo_similarity(encoder.encode, far, noise) < 0.5)
 
 
 def test_the_predict_command_answers_in_text_and_json_and_refuses_what_it_cannot_answer(data_dir, monkeypatch, capsys,

@@ -3,7 +3,8 @@
 On disk, in one folder (`data/exports/` by default):
 - `bank_vectors.npy`: (N, D) float32, memory-mappable (`np.load(..., mmap_mode="r")`);
 - `bank_concepts.parquet`: one row per vector, same order: cpe_id, batch_id, article_id,
-  seq_in_article, concept_text, tmd_bits (UNKNOWN = -1 where no full code);
+  seq_in_article, concept_text, tmd_bits (UNKNOWN = -1 where no full code), domain_code (the TMD lane;
+  UNKNOWN where no domain);
 - `bank.json`: the manifest (size, dimension, encoder fingerprint, batches with their content
   hashes, and `version`, a hash of all that and of the concept ids in order);
 - `ordered_vectors.npz`, on request: the predecessor's ordered NPZ (DESIGN.md section 3), strings
@@ -30,6 +31,7 @@ from lvm_pipeline.db.bulk import read_snapshot
 from lvm_pipeline.db.concepts import BANK_COLUMNS, count_bank, stream_bank
 from lvm_pipeline.db.encoders import registered_encoders
 from lvm_pipeline.files import atomic_write
+from lvm_pipeline.tmd.schema import domain_of_bits
 
 VECTORS_FILE = "bank_vectors.npy"
 CONCEPTS_FILE = "bank_concepts.parquet"
@@ -38,7 +40,8 @@ LEGACY_NPZ_FILE = "ordered_vectors.npz"
 PAGE = 8_192  # concepts per page read from PostgreSQL
 
 _SCHEMA = pa.schema([("cpe_id", pa.string()), ("batch_id", pa.string()), ("article_id", pa.string()),
-                     ("seq_in_article", pa.int32()), ("concept_text", pa.string()), ("tmd_bits", pa.int32())])
+                     ("seq_in_article", pa.int32()), ("concept_text", pa.string()), ("tmd_bits", pa.int32()),
+                     ("domain_code", pa.int16())])
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,12 @@ def export_bank(conn, batches: list[tuple[str, str]], out_dir: Path, legacy_npz:
 
 def write_bank(out_dir: Path, vectors: np.ndarray, concepts: dict[str, list], encoder_fingerprint: str | None = None) -> Bank:
     """A bank from arrays already in memory (BANK_COLUMNS -> values, rows in bank order): for banks built
-    elsewhere, benchmarks and tests. The version hashes the concept ids in order and the fingerprint."""
+    elsewhere, benchmarks and tests; `domain_code` defaults to the domain of `tmd_bits`. The version hashes the
+    concept ids in order and the fingerprint."""
     out_dir = Path(out_dir)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     atomic_write(out_dir / VECTORS_FILE, lambda f: np.save(f, vectors))
+    concepts = {"domain_code": domain_of_bits(np.asarray(concepts["tmd_bits"])).tolist(), **concepts}
     table = pa.table({name: concepts[name] for name in BANK_COLUMNS}, schema=_SCHEMA)
     atomic_write(out_dir / CONCEPTS_FILE, lambda f: pq.write_table(table, f))
     digest = hashlib.sha256(json.dumps([encoder_fingerprint, []]).encode())
@@ -165,6 +170,14 @@ class Bank:
     @cached_property
     def texts(self) -> np.ndarray:
         return self.column("concept_text")
+
+    @cached_property
+    def domain_codes(self) -> np.ndarray:
+        """(N,) int64 TMD domain (lane) of every row, UNKNOWN where none (from tmd_bits in banks exported
+        before the domain_code column)."""
+        if "domain_code" in self.concepts.column_names:
+            return self.column("domain_code").astype(np.int64)
+        return domain_of_bits(self.column("tmd_bits"))
 
     @cached_property
     def article_bounds(self) -> np.ndarray:

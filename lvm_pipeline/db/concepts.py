@@ -98,7 +98,7 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
         fingerprints=[fp for _, fp in encoders])
 
 
-BANK_COLUMNS = ("cpe_id", "batch_id", "article_id", "seq_in_article", "concept_text", "tmd_bits")
+BANK_COLUMNS = ("cpe_id", "batch_id", "article_id", "seq_in_article", "concept_text", "tmd_bits", "domain_code")
 
 
 def count_bank(cur, batch_ids: Sequence[str]) -> int:
@@ -110,14 +110,16 @@ def count_bank(cur, batch_ids: Sequence[str]) -> int:
 def stream_bank(conn, batch_ids: Sequence[str], page_size: int) -> Iterator[tuple[list[tuple], np.ndarray]]:
     """Pages of the bank in (batch as listed, article, position) order: (rows of BANK_COLUMNS, (n, D) float32 vectors).
 
-    `tmd_bits` is UNKNOWN where some axis is unknown or not assigned. Read through a server-side
+    `tmd_bits` is UNKNOWN where some axis is unknown or not assigned, `domain_code` UNKNOWN where the domain
+    is (the lane of the concept: it is known more often than the full code). Read through a server-side
     cursor, so memory is bounded by a page, whatever the size of the bank.
     """
     register_vector(conn)
     query = """SELECT e.cpe_id::text, e.batch_id, e.article_id, e.seq_in_article, e.concept_text,
-                      coalesce(e.tmd_bits, %(unknown)s), v.concept_vec
+                      coalesce(e.tmd_bits, %(unknown)s), coalesce(e.domain_code, %(unknown)s),
+                      v.concept_vec
                FROM cpe_entry e JOIN article a USING (article_id) JOIN cpe_vector v USING (cpe_id)
                WHERE e.batch_id = ANY(%(batches)s)
                ORDER BY array_position(%(batches)s, e.batch_id), a.ord, e.seq_in_article"""
     for page in stream(conn, query, {"batches": list(batch_ids), "unknown": UNKNOWN}, page_size):
-        yield [row[:6] for row in page], np.stack([row[6].to_numpy() for row in page]).astype(np.float32, copy=False)
+        yield [row[:7] for row in page], np.stack([row[7].to_numpy() for row in page]).astype(np.float32, copy=False)

@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from lvm_pipeline.config import settings
+from lvm_pipeline.decoders import configured_inverter
 from lvm_pipeline.defs.datasets import current_sequences, leakage, ordered_vectors, training_sequences
 from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
@@ -24,6 +25,12 @@ class BenchmarkConfig(Config):
     seed: int = 0
     ivf_above: int = Field(default=IVF_ABOVE, description="Banks larger than this are searched with an IVF index, "
                                                           "smaller ones exhaustively (flat).")
+
+
+def _invert(bank, bank_encoder):
+    """vec2text's inversion when its weights are configured and the bank's encoder is at hand (it re-encodes)."""
+    inverter = configured_inverter(bank.vectors[:1]) if bank_encoder is not None else None
+    return inverter and inverter.invert
 
 
 @asset(group_name="evaluation", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "json"})
@@ -48,7 +55,7 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, en
         bank_encoder = None
     benchmark = run_benchmark(sequences, models, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
                               index=BankIndex(bank.vectors, ivf_above=config.ivf_above),
-                              encode=bank_encoder and bank_encoder.encode)
+                              encode=bank_encoder and bank_encoder.encode, invert=_invert(bank, bank_encoder))
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
              "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}

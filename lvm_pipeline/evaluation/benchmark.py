@@ -4,9 +4,10 @@
 with them and with the given models, and measures each prediction the same way: full-bank Hit@K
 (and with the query's own context removed), within-article rank, next-vector cosine, L2, margin,
 CA and PAR, and the retrieval-decoded text's BLEU-1/4 against the target's text, each with a 95%
-cluster-bootstrap CI by article; with an encoder, the echo loop on a sample of queries; the paired
-difference of each model to the best baseline on Hit@5; Hit@5 by context length; and the GO / WARN /
-STOP decision.
+cluster-bootstrap CI by article; with an encoder, the echo loop on a sample of queries, and with a vec2text
+inverter too, the models' predictions inverted on a smaller sample (BLEU-1/4 and echo, `v2t_`); the paired
+difference of each model to the best baseline on Hit@5; Hit@5 by context length and by TMD lane, and
+with the lane re-ranking against without (`lanes`); and the GO / WARN / STOP decision.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lvm_pipeline.evaluation.baselines import CopyLast, MeanContext, Ridge, Succ
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
 from lvm_pipeline.evaluation.decision import Decision, decide
 from lvm_pipeline.evaluation.decoding import Decoded, echo_similarity, retrieval_decode
+from lvm_pipeline.evaluation.lanes import lane_name, query_lanes, reranked_hits
 from lvm_pipeline.evaluation.metrics import next_vector_metrics
 from lvm_pipeline.evaluation.queries import Predictor, Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex, chance_at_k, retrieval_ranks, within_article_rank
@@ -34,6 +36,10 @@ CONTEXT_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 8), (9, 16), (17, 10**9))
 N_EXAMPLES = 5
 DECODE_K = 5  # texts decoded for each example query
 ECHO_SAMPLE = 200  # queries whose decoded text is re-encoded for the echo loop
+V2T_SAMPLE = 32  # of those, queries whose model predictions are inverted with vec2text (slow: 20 steps each)
+
+
+Group = tuple[str, int, Estimate]  # (label, queries, Hit@5 on them)
 
 
 @dataclass
@@ -54,7 +60,9 @@ class Benchmark:
     results: dict[str, PredictorResult]
     decision: Decision
     differences: dict[str, Estimate]  # predictor -> its Hit@5 minus the best baseline's (paired)
-    by_context_length: dict[str, list[tuple[str, int, Estimate]]]  # predictor -> (bucket, queries, Hit@5)
+    by_context_length: dict[str, list[Group]]  # predictor -> Hit@5 per context-length bucket
+    by_lane: dict[str, list[Group]]  # predictor -> Hit@5 per TMD lane of the query
+    rerank_gain: dict[str, Estimate]  # predictor -> Hit@5 re-ranked by lane minus Hit@5 (paired)
     examples: np.ndarray  # query indices shown as examples
     chance: dict[int, float] = field(default_factory=dict)  # k -> chance Hit@k
 
@@ -77,11 +85,14 @@ def fit_baselines(sequences: TrainingSequences) -> list[Predictor]:
 def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = (), split: str = "test",
                   baselines: Sequence[Predictor] | None = None, n_resamples: int = 1000, seed: int = 0,
                   index: BankIndex | None = None, tmd: np.ndarray | None = None,
-                  encode: Callable[[Sequence[str]], np.ndarray] | None = None) -> Benchmark:
+                  encode: Callable[[Sequence[str]], np.ndarray] | None = None,
+                  invert: Callable[[np.ndarray], list[str]] | None = None) -> Benchmark:
     """Every baseline and model on the `split` windows of `sequences`, against the full bank (`tmd`: the bank's
     (N, 16) TMD vectors for TMD-conditioned models, read from the bank when not given; `encode`: the bank's
-    encoder, for the echo loop)."""
+    encoder, for the echo loop; `invert`: vectors -> texts, vec2text's round trip of the models' predictions)."""
     bank, queries = sequences.bank, sequences.windows[split]
+    if invert is not None and encode is None:
+        raise ValueError("the vec2text round trip re-encodes the inverted texts: it needs `encode` too")
     if tmd is None and any(getattr(model, "uses_tmd", False) for model in models):
         tmd = bank_tmd_vectors(bank.column("tmd_bits"))
     if not len(queries):
@@ -91,6 +102,8 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
     examples = np.random.default_rng(seed).choice(len(queries), size=min(N_EXAMPLES, len(queries)), replace=False)
     echo_sample = np.sort(np.random.default_rng(seed + 1).choice(len(queries), min(ECHO_SAMPLE, len(queries)), replace=False))
     echo_bootstrap = ClusterBootstrap(queries.article[echo_sample], n_resamples=n_resamples, seed=seed)
+    v2t_sample = echo_sample[:V2T_SAMPLE]
+    v2t_bootstrap = ClusterBootstrap(queries.article[v2t_sample], n_resamples=n_resamples, seed=seed)
     predictors = [(p, "baseline") for p in (baselines if baselines is not None else fit_baselines(sequences))]
     predictors += [(m, "model") for m in models]
     results = {}
@@ -101,8 +114,13 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
         per_query = measure(predicted, bank, queries, index)
         estimates = {m: _estimate(bootstrap, v, queries) for m, v in per_query.items()}
         if encode is not None:
-            echoed = retrieval_decode(index, bank.texts, predicted[echo_sample], k=1)
+            echoed = retrieval_decode(index, bank.texts, predicted[echo_sample], k=1).top_texts
             estimates["echo"] = echo_bootstrap.estimate(echo_similarity(encode, echoed, predicted[echo_sample]))
+        if invert is not None and kind == "model":
+            inverted = invert(np.asarray(predicted[v2t_sample]))
+            v2t = bleu_scores(inverted, bank.texts[queries.target[v2t_sample]])
+            v2t["echo"] = echo_similarity(encode, inverted, predicted[v2t_sample])
+            estimates |= {f"v2t_{name}": v2t_bootstrap.estimate(values) for name, values in v2t.items()}
         results[predictor.name] = PredictorResult(predictor.name, kind, per_query, estimates,
                                                   retrieval_decode(index, bank.texts, predicted[examples], DECODE_K),
                                                   1000 * seconds / len(queries))
@@ -111,10 +129,16 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
     decision = decide(hit5, baseline_names, [n for n in results if n not in baseline_names], bootstrap)
     best = decision.best_baseline
     differences = {name: bootstrap.difference(hit5[name], hit5[best]) for name in results if name != best}
-    by_length = {name: _by_context_length(r.per_query["hit_at_5"], queries, n_resamples, seed)
-                 for name, r in results.items()}
-    return Benchmark(split, len(bank), queries, results, decision, differences, by_length, examples,
-                     {k: chance_at_k(len(bank), k) for k in KS})
+    rerank_gain = {name: bootstrap.difference(r.per_query["hit_at_5_lane_reranked"], hit5[name])
+                   for name, r in results.items()}
+    lengths, lanes = queries.context_length, query_lanes(bank.domain_codes, queries)
+    length_groups = [(str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}",
+                      (lengths >= low) & (lengths <= high)) for low, high in CONTEXT_BUCKETS]
+    lane_groups = [(lane_name(lane), lanes == lane) for lane in sorted(set(lanes.tolist()), key=lambda x: (x < 0, x))]
+    by_length = {name: grouped_estimates(hits, queries, length_groups, n_resamples, seed) for name, hits in hit5.items()}
+    by_lane = {name: grouped_estimates(hits, queries, lane_groups, n_resamples, seed) for name, hits in hit5.items()}
+    return Benchmark(split, len(bank), queries, results, decision, differences, by_length, by_lane, rerank_gain,
+                     examples, {k: chance_at_k(len(bank), k) for k in KS})
 
 
 def measure(predicted: np.ndarray, bank, queries: Queries, index: BankIndex) -> dict[str, np.ndarray]:
@@ -123,6 +147,7 @@ def measure(predicted: np.ndarray, bank, queries: Queries, index: BankIndex) -> 
     rank, size = within_article_rank(predicted, bank.vectors, queries, bank.article_bounds)
     figures["within_article_rank"] = rank.astype(np.float64)
     figures["within_article_top1"] = (rank == 1).astype(np.float64)
+    figures["hit_at_5_lane_reranked"] = reranked_hits(index, predicted, queries, bank.domain_codes)
     figures |= next_vector_metrics(predicted, bank.vectors, queries, bank.bank_article)
     decoded = retrieval_decode(index, bank.texts, predicted, k=1)
     bleu = bleu_scores(decoded.top_texts, bank.texts[queries.target])
@@ -140,13 +165,8 @@ def _estimate(bootstrap: ClusterBootstrap, values: np.ndarray, queries: Queries)
     return ClusterBootstrap(queries.article[finite], bootstrap.n_resamples).estimate(values[finite])
 
 
-def _by_context_length(hits: np.ndarray, queries: Queries, n_resamples: int, seed: int) -> list[tuple[str, int, Estimate]]:
-    rows = []
-    lengths = queries.context_length
-    for low, high in CONTEXT_BUCKETS:
-        mask = (lengths >= low) & (lengths <= high)
-        if mask.any():
-            label = str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}"
-            rows.append((label, int(mask.sum()),
-                         ClusterBootstrap(queries.article[mask], n_resamples, seed).estimate(hits[mask])))
-    return rows
+def grouped_estimates(values: np.ndarray, queries: Queries, groups: Sequence[tuple[str, np.ndarray]],
+                      n_resamples: int, seed: int) -> list[Group]:
+    """The mean of `values` with its CI on each (label, query mask) group that has queries."""
+    return [(label, int(mask.sum()), ClusterBootstrap(queries.article[mask], n_resamples, seed).estimate(values[mask]))
+            for label, mask in groups if mask.any()]

@@ -1,5 +1,6 @@
-"""Retrieval decoding (DESIGN.md section 7): a predicted vector read back as text, as its nearest concepts in the
-bank, with the echo loop (re-encode the decoded text: how close does it land to the prediction?)."""
+"""Decoding (DESIGN.md section 7): a predicted vector read back as text, as its nearest concepts in the bank
+(retrieval) or by vec2text inversion (`decoders`), with the echo loop (re-encode the decoded text: how close does
+it land to the prediction?)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,6 @@ def retrieval_decode(index: BankIndex, texts: Sequence[str], predictions: np.nda
     return Decoded(rows, scores, [[str(texts[row]) if row >= 0 else "" for row in found] for found in rows])
 
 
-def echo_similarity(encode: Callable[[Sequence[str]], np.ndarray], decoded: Decoded, predictions: np.ndarray) -> np.ndarray:
-    """cos(prediction, encode(its top decoded text)) per prediction: 1 when the text says what the vector says."""
-    return row_cosines(np.atleast_2d(predictions), encode(decoded.top_texts))
+def echo_similarity(encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], predictions: np.ndarray) -> np.ndarray:
+    """cos(prediction, encode(its decoded text)) per prediction: 1 when the text says what the vector says."""
+    return row_cosines(np.atleast_2d(predictions), encode(list(texts)))

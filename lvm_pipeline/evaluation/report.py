@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # the object API: files only, no GUI backend, no global state
 
-from lvm_pipeline.evaluation.benchmark import KS, Benchmark
+from lvm_pipeline.evaluation.benchmark import KS, V2T_SAMPLE, Benchmark, Group
 from lvm_pipeline.evaluation.bootstrap import Estimate
+from lvm_pipeline.evaluation.lanes import LANE_WEIGHT, RERANK_DEPTH
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.markdown import md_table
 from lvm_pipeline.text import excerpt
@@ -77,6 +78,8 @@ def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: 
 def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str:
     b, d = benchmark, benchmark.decision
     names = list(b.results)
+    inverted = any("v2t_echo" in r.estimates for r in b.results.values())
+    decoding = DECODING + (["v2t_bleu1", "v2t_bleu4", "v2t_echo"] if inverted else [])
     lines = [
         "# Benchmark report: does a model predict the next concept better than trivial baselines?", "",
         f"## Decision: **{d.decision}**", "", d.reason, "", f"Rule: {d.rule}", "",
@@ -100,15 +103,29 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "other articles' concepts farther from the prediction than the target. PAR = max cos(pred, context) / "
         "max cos(target, context); > 1 means copying.", "",
         "## Decoding back to text", "",
-        md_table(["predictor", *DECODING], [
-            (n, *(format_estimate(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in DECODING))
+        md_table(["predictor", *decoding], [
+            (n, *(format_estimate(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in decoding))
             for n in names]),
         "", "Retrieval decoding: a prediction reads as the text of its nearest bank concept. decode_bleu1/4: sacrebleu "
         "sentence BLEU (0-1) of that text against the target's text. echo: cosine of the prediction to the decoded "
         "text re-encoded, on a seeded sample of queries (n/a without the encoder); for retrieval decoding it is the "
-        "top-1 cosine, since a bank text re-encodes to its own vector.", "",
+        "top-1 cosine, since a bank text re-encodes to its own vector."
+        + (f" v2t_*: the models' predictions inverted by vec2text on {V2T_SAMPLE} of those queries, the same figures."
+           if len(decoding) > len(DECODING) else " vec2text: not configured (GTR-T5-base banks only; see "
+                                                 "docs/EVALUATION.md)."), "",
         "## Hit@5 by context length", "",
-        md_table(["context length", "queries", *names], _by_length_rows(b, names)), "",
+        md_table(["context length", "queries", *names], _group_rows(b.by_context_length, names)), "",
+        "## TMD lanes", "",
+        "Hit@5 by the query's lane (its article's TMD domain):", "",
+        md_table(["lane", "queries", *names], _group_rows(b.by_lane, names)), "",
+        f"Re-ranking by lane: the {RERANK_DEPTH} nearest concepts of each prediction ordered by "
+        f"{1 - LANE_WEIGHT:.1f} cos + {LANE_WEIGHT:.1f} [same lane as the query], against the plain cosine order:", "",
+        md_table(["predictor", "hit_at_5", "hit_at_5 re-ranked by lane", "re-ranked - plain"], [
+            (n, format_estimate("hit_at_5", b.results[n].estimates["hit_at_5"]),
+             format_estimate("hit_at_5", b.results[n].estimates["hit_at_5_lane_reranked"]),
+             format_difference(b.rerank_gain[n])) for n in names]), "",
+        "A query's lane is its article's domain, which its target always shares: these gains are what lanes give "
+        "when the lane of the text being written is known. The decision above uses the plain cosine order.", "",
         "## Examples", "", *_examples(b, texts),
     ]
     if not b.models:
@@ -116,13 +133,10 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
     return "\n".join(lines)
 
 
-def _by_length_rows(b: Benchmark, names: list[str]) -> list[tuple]:
-    labels = [label for label, _, _ in b.by_context_length[names[0]]]
-    rows = []
-    for i, label in enumerate(labels):
-        n = b.by_context_length[names[0]][i][1]
-        rows.append((label, n, *(format_estimate("hit_at_5", b.by_context_length[name][i][2]) for name in names)))
-    return rows
+def _group_rows(groups: dict[str, list[Group]], names: list[str]) -> list[tuple]:
+    """One row per group (label, queries, every predictor's Hit@5 on them)."""
+    return [(label, n, *(format_estimate("hit_at_5", groups[name][i][2]) for name in names))
+            for i, (label, n, _) in enumerate(groups[names[0]])]
 
 
 def _examples(b: Benchmark, texts: np.ndarray) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lvm_pipeline.datasets.sequences import TrainingSequences
-from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
+from lvm_pipeline.evaluation.benchmark import Benchmark, grouped_estimates, run_benchmark
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
 from lvm_pipeline.evaluation.queries import Predictor
 from lvm_pipeline.evaluation.report import format_estimate
@@ -53,16 +53,9 @@ def measure_scaling(sequences: TrainingSequences, full: Predictor, half: Predict
         value = hits[full.name].mean() / hits[half.name].mean() if hits[half.name].any() else np.nan
     low, high = np.quantile(ratios, [0.025, 0.975]) if np.isfinite(ratios).all() else (np.nan, np.nan)
     coefficient = Estimate(float(value), float(low), float(high))
-    by_length = {}
     lengths = queries.context_length
-    for name, values in hits.items():
-        rows = []
-        for length in range(1, int(lengths.max()) + 1):
-            mask = lengths == length
-            if mask.any():
-                rows.append((length, int(mask.sum()),
-                             ClusterBootstrap(queries.article[mask], n_resamples, seed).estimate(values[mask])))
-        by_length[name] = rows
+    groups = [(length, lengths == length) for length in range(1, int(lengths.max()) + 1)]
+    by_length = {name: grouped_estimates(values, queries, groups, n_resamples, seed) for name, values in hits.items()}
     n_batches = len(set(sequences.bank.column("batch_id").tolist()))
     return Scaling(benchmark, full.name, half.name, coefficient, half_batches, n_batches, by_length)
 

@@ -189,6 +189,12 @@ def unpack_tmd(bits: int) -> tuple[int, int, int]:
     return bits >> 12, (bits >> 7) & 0x1F, (bits >> 1) & 0x3F
 
 
+def domain_of_bits(bits: np.ndarray) -> np.ndarray:
+    """(n,) int64 domain of each packed code; UNKNOWN where the code is (negative)."""
+    bits = np.asarray(bits, dtype=np.int64)
+    return np.where(bits >= 0, bits >> 12, UNKNOWN)
+
+
 def lane_index(bits: int) -> int:
     """The 15 code bits as one integer in 0..32767 (bit 0 dropped)."""
     return (operator.index(bits) >> 1) & 0x7FFF

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 
 import numpy as np
 
-from lvm_pipeline.config import settings
 from lvm_pipeline.db.concepts import BatchConcepts
-from lvm_pipeline.decoders import Vec2TextInverter, check_invertible
+from lvm_pipeline.decoders import configured_inverter
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.gates import DecoderBaselineThresholds, GateResult, Inversion, check_decoder_baseline
 
@@ -34,17 +32,12 @@ def decoder_round_trip(batch: BatchConcepts, encoder: SentenceEncoder | None,
 
 def _vec2text_round_trip(batch: BatchConcepts, sample: np.ndarray, encoder: SentenceEncoder) -> Inversion | None:
     """vec2text's texts for some stored vectors, re-encoded, when local vec2text weights are configured."""
-    dirs = settings().vec2text_dirs
-    if dirs is None:
-        return None
     stored = batch.vectors[sample]
-    check_invertible(stored)  # before loading weights: a 384-D bank cannot be inverted
+    inverter = configured_inverter(stored)
+    if inverter is None:
+        return None
     started = time.perf_counter()
-    inverted = _vec2text(*dirs).invert(stored)
+    inverted = inverter.invert(stored)
     latency = time.perf_counter() - started
     return Inversion(index=sample, inverted=inverted, vectors=encoder.encode(inverted), latency_s=latency)
 
-
-@lru_cache(maxsize=1)
-def _vec2text(inversion_dir: str, corrector_dir: str) -> Vec2TextInverter:
-    return Vec2TextInverter(inversion_dir, corrector_dir)
