@@ -181,14 +181,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    """Train the variants 1A-1E of a family (each within the time budget), then compare every trained model."""
+    """Train the variants 1A-1E of a family (each within the time budget, once per seed), then compare every
+    trained model."""
     from lvm_pipeline.defs.experiments import experiment_comparison
     from lvm_pipeline.defs.training import LvmVariantConfig, lvm_variant
 
-    config = LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0)
-    failed = [variant for variant in args.variants
-              if not materialize_and_report([lvm_variant], partition_key=variant, ops={"lvm_variant": config},
-                                            debug=args.debug)]
+    failed = [(variant, seed) for seed in args.seeds for variant in args.variants
+              if not materialize_and_report([lvm_variant], partition_key=variant, debug=args.debug, ops={
+                  "lvm_variant": LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0, seed=seed)})]
     ok = materialize_and_report([experiment_comparison], debug=args.debug)
     return 1 if failed or not ok else 0
 
@@ -398,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", nargs="+", choices=list(VARIANT_NAMES), default=list(VARIANT_NAMES))
     p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
                    help=f"wall-clock budget per variant (default {DEMO_TRAIN_SECONDS:g} s; 0: none)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="train each variant once per seed (default 0): the comparison gives the spread over seeds")
     p.set_defaults(func=cmd_experiments)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")

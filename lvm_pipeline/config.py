@@ -25,6 +25,7 @@ class Settings:
     dagster_dir: Path  # LVM_DAGSTER_DIR: Dagster's compute logs and artifacts
     slack_token: str | None  # SLACK_TOKEN: gate alerts to Slack too
     llm_api_key: str | None  # LVM_LLM_API_KEY: the LLM TMD assigner's key
+    mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, else a SQLite store in the data folder (the `mlflow` extra)
 
     @property
     def landing_dir(self) -> Path:
@@ -69,6 +70,7 @@ def settings() -> Settings:
         dagster_dir=_path("LVM_DAGSTER_DIR") or data_dir / "dagster",
         slack_token=_get("SLACK_TOKEN"),
         llm_api_key=_get("LVM_LLM_API_KEY"),
+        mlflow_tracking_uri=_get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir.resolve() / 'mlflow.db'}",
     )
 
 

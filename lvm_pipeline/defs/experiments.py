@@ -1,6 +1,7 @@
 """`experiment_comparison`: every family's and every variant's current checkpoint on the same test queries;
 `scaling_report`: a family's model on all batches against the same model and recipe trained on half of them."""
 
+from pathlib import Path
 from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -9,8 +10,9 @@ from pydantic import Field
 from lvm_pipeline.config import settings
 from lvm_pipeline.defs.datasets import current_sequences, training_sequences
 from lvm_pipeline.defs.training import current_run, lvm_checkpoint, lvm_variant, variants_dir
-from lvm_pipeline.experiments.comparison import Entry, compare, trained_entry, write_comparison
+from lvm_pipeline.experiments.comparison import Entry, compare, entry_name, trained_entry, write_comparison
 from lvm_pipeline.experiments.scaling import half_of_batches, measure_scaling, render_markdown
+from lvm_pipeline.experiments.tracking import log_comparison
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models import FAMILY_NAMES
@@ -22,6 +24,17 @@ from lvm_pipeline.training.runs import current_run_dir, new_run_dir, set_current
 from lvm_pipeline.training.trainer import train
 
 
+def variant_runs(root: Path) -> list[tuple[str, str, int]]:
+    """(family, variant, seed) of every variant run folder under `root`, by family, variant and seed."""
+    names = {entry_name(f, v, 0): (f, v) for f in FAMILY_NAMES for v in VARIANTS}
+    runs = []
+    for folder in root.glob("*") if root.is_dir() else []:
+        base, _, seed = folder.name.partition("-seed")
+        if base in names and (seed == "" or seed.isdigit()):
+            runs.append((*names[base], int(seed or 0)))
+    return sorted(runs, key=lambda run: (FAMILY_NAMES.index(run[0]), run[1], run[2]))
+
+
 class ComparisonConfig(Config):
     n_resamples: int = Field(default=1000, description="Cluster-bootstrap resamples (by article) behind every CI.")
     seed: int = 0
@@ -30,22 +43,30 @@ class ComparisonConfig(Config):
 @asset(group_name="experiments", deps=[training_sequences, lvm_checkpoint, lvm_variant], kinds={"markdown", "csv"})
 def experiment_comparison(context: AssetExecutionContext, config: ComparisonConfig) -> MaterializeResult:
     """One table of every trained family and variant with CIs, paired differences to the best baseline and to 1A;
-    each run's rows appended to experiments.csv."""
+    each run's rows appended to experiments.csv, and logged to MLflow where the `mlflow` extra is installed."""
     sequences = current_sequences()
-    runs = [(family, None, current_run_dir(settings().checkpoints_dir, family)) for family in FAMILY_NAMES]
-    runs += [(family, variant, current_run_dir(variants_dir(), f"{family}-{variant}"))
-             for family in FAMILY_NAMES for variant in VARIANTS]
+    runs = [(family, None, 0) for family in FAMILY_NAMES] + variant_runs(variants_dir())
     entries: list[Entry] = []
-    for family, variant, run_dir in runs:
-        found = trained_entry(run_dir, family, variant, sequences) if run_dir else None
+    for family, variant, seed in runs:
+        root = settings().checkpoints_dir if variant is None else variants_dir()
+        run_dir = current_run_dir(root, entry_name(family, variant, seed))
+        found = trained_entry(run_dir, family, variant, sequences, seed) if run_dir else None
         if isinstance(found, str):
-            context.log.info(f"{family} {variant or ''}: {found}")
+            context.log.info(f"{entry_name(family, variant, seed)}: {found}")
         elif found is not None:
             entries.append(found)
     if not entries:
         raise FileNotFoundError("no trained model to compare: materialize lvm_checkpoint or lvm_variant first")
     comparison = compare(sequences, entries, n_resamples=config.n_resamples, seed=config.seed)
     files = write_comparison(comparison, settings().reports_dir, context.run_id)
+    mlflow_uri = settings().mlflow_tracking_uri
+    try:  # experiments.csv is the record; a tracking server that is down only costs its copy
+        mlflow_run = log_comparison(comparison, files, context.run_id, mlflow_uri)  # None without the extra
+    except Exception as error:  # any MLflow or network failure
+        context.log.warning(f"not logged to MLflow at {mlflow_uri}: {error!r}")
+        mlflow_run = None
+    if mlflow_run:
+        context.log.info(f"logged {len(entries)} models to MLflow at {mlflow_uri} (parent run {mlflow_run})")
     best = max(entries, key=lambda e: comparison.benchmark.results[e.name].estimates["hit_at_5"].value)
     return MaterializeResult(metadata={
         "models": len(entries),
@@ -56,6 +77,7 @@ def experiment_comparison(context: AssetExecutionContext, config: ComparisonConf
         "comparison": MetadataValue.md(files["markdown"].read_text()),
         "csv": MetadataValue.path(str(files["csv"])),
         "plot": MetadataValue.path(str(files["plot"])),
+        **({"mlflow_tracking_uri": MetadataValue.text(mlflow_uri), "mlflow_run": mlflow_run} if mlflow_run else {}),
     })
 
 

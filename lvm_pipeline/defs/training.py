@@ -55,7 +55,8 @@ class LvmCheckpointConfig(Config):
     patience: int = Field(default=4, description="Validations without a better val Hit@5 before stopping.")
     time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget); the "
                                  "learning-rate schedule then spans the budget, or the epochs if they end first.")
-    seed: int = 0
+    seed: int = Field(default=0, description="Seed of the initialisation and the batch order (a variant run of "
+                                              "another seed is kept beside the others: <family>-<variant>-seed<n>).")
     resume: bool = Field(default=False, description="Continue from this family's last checkpoint.")
 
 
@@ -83,17 +84,17 @@ def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig) -> Mat
     of a family: its base recipe with the variant's one change. Compared in experiment_comparison."""
     variant = VARIANTS[context.partition_key]
     model, train_config = variant.apply(registered_configs()[config.model or f"{config.family}_small"](), recipe(config))
-    name = entry_name(config.family, variant.name)
+    name = entry_name(config.family, variant.name, config.seed)
     root = variants_dir()
     run_dir = current_run_dir(root, name) if config.resume else new_run_dir(root, name, context.run_id)
     if run_dir is None:
         raise FileNotFoundError(f"no {name} run to resume: materialize lvm_variant [{variant.name}] first")
     return train_into(context, model, name, train_config, run_dir, config.resume,
-                      {"variant": f"{variant.name}: {variant.title}", "change": variant.description})
+                      {"variant": f"{variant.name}: {variant.title}", "change": variant.description, "seed": config.seed})
 
 
 def variants_dir() -> Path:
-    """Where variant runs live: one folder per <family>-<variant>, as the families' under checkpoints_dir."""
+    """Where variant runs live: one folder per <family>-<variant>[-seed<n>], as the families' under checkpoints_dir."""
     return settings().checkpoints_dir / "variants"
 
 

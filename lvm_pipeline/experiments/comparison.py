@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from statistics import mean
 
 from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
@@ -35,30 +36,49 @@ class Entry:
     variant: str | None
     predictor: ModelPredictor  # named `name`
     sidecar: dict  # the checkpoint's sidecar (configs, versions)
+    seed: int = 0
 
     @property
     def name(self) -> str:
         return self.predictor.name
 
 
-def entry_name(family: str, variant: str | None) -> str:
-    return family if variant is None else f"{family}-{variant}"
+def entry_name(family: str, variant: str | None, seed: int = 0) -> str:
+    """`gru`, `gru-1A`, `gru-1A-seed1`: a trained model's name in the comparison and its runs' folder."""
+    name = family if variant is None else f"{family}-{variant}"
+    return f"{name}-seed{seed}" if seed else name
 
 
-def trained_entry(run_dir: Path, family: str, variant: str | None, sequences: TrainingSequences) -> Entry | str:
+def trained_entry(run_dir: Path, family: str, variant: str | None, sequences: TrainingSequences,
+                  seed: int = 0) -> Entry | str:
     """The entry of a training run's best checkpoint, or why it is left out (see `trained_model`)."""
     found = trained_model(run_dir, sequences)
     if isinstance(found, str):
         return found
     model, sidecar, _history = found
-    return Entry(family, variant, ModelPredictor(model, entry_name(family, variant)), sidecar)
+    return Entry(family, variant, ModelPredictor(model, entry_name(family, variant, seed)), sidecar, seed)
 
 
 @dataclass
 class Comparison:
     benchmark: Benchmark
     entries: list[Entry]
-    versus_reference: dict[str, Estimate]  # variant entry -> its Hit@5 minus its family's 1A (paired)
+    versus_reference: dict[str, Estimate]  # variant entry -> its Hit@5 minus its family's 1A of the same seed (paired)
+
+    def over_seeds(self) -> list[tuple]:
+        """Per family and variant trained with several seeds: (name, runs, Hit@5 mean, min, max, mean and min and
+        max of the difference to 1A over the seeds that have both)."""
+        groups: dict[str, list[Entry]] = {}
+        for entry in self.entries:
+            groups.setdefault(entry_name(entry.family, entry.variant), []).append(entry)
+        rows = []
+        for name, entries in groups.items():
+            if len(entries) > 1:
+                hits = [self.benchmark.results[e.name].estimates["hit_at_5"].value for e in entries]
+                versus = [self.versus_reference[e.name].value for e in entries if e.name in self.versus_reference]
+                rows.append((name, len(entries), mean(hits), min(hits), max(hits),
+                             *((mean(versus), min(versus), max(versus)) if versus else (None, None, None))))
+        return rows
 
 
 def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
@@ -70,7 +90,7 @@ def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples:
     hit5 = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}
     versus = {}
     for entry in entries:
-        reference = entry_name(entry.family, REFERENCE)
+        reference = entry_name(entry.family, REFERENCE, entry.seed)
         if entry.variant not in (None, REFERENCE) and reference in hit5:
             versus[entry.name] = bootstrap.difference(hit5[entry.name], hit5[reference])
     return Comparison(benchmark, list(entries), versus)
@@ -84,8 +104,14 @@ def render_markdown(c: Comparison) -> str:
              format_difference(b.differences.get(name)) if name in b.differences else "(best baseline)",
              format_difference(c.versus_reference.get(name)))
             for name, r in b.results.items()]
-    described = [f"- {e.name}: {VARIANTS[e.variant].title}: {VARIANTS[e.variant].description}"
-                 for e in c.entries if e.variant in VARIANTS]
+    variants = dict.fromkeys(e.variant for e in c.entries if e.variant in VARIANTS)
+    described = [f"- {v}: {VARIANTS[v].title}: {VARIANTS[v].description}" for v in variants]
+    seeds = c.over_seeds()
+    pct = "{:.1f}%".format
+    pts = "{:+.1f}".format
+    spread = [(name, runs, pct(100 * hit), f"{pct(100 * low)} .. {pct(100 * high)}",
+               "" if d is None else f"{pts(100 * d)} ({pts(100 * d_low)} .. {pts(100 * d_high)})")
+              for name, runs, hit, low, high, d, d_low, d_high in seeds]
     return "\n".join([
         "# Experiment comparison", "",
         f"Every trained model on the same **{len(b.queries):,}** test queries of **{b.n_articles:,}** articles, "
@@ -96,6 +122,11 @@ def render_markdown(c: Comparison) -> str:
                   f"Hit@5 - {REFERENCE}"], rows), "",
         *(["Variants:", "", *described, ""] if described else
           ["No variant trained yet: `lvm-pipeline experiments` trains 1A-1E.", ""]),
+        *(["## Over seeds", "",
+           "Each run above has its own seed (`-seedN`; none: seed 0). A training run under a wall-clock budget varies "
+           "from seed to seed; a difference to 1A smaller than its spread over the seeds is not a finding.", "",
+           md_table(["model", "runs", "Hit@5 mean", "Hit@5 min .. max", f"- {REFERENCE} (same seed): mean (min .. max)"],
+                    spread), ""] if seeds else []),
     ])
 
 
@@ -108,9 +139,26 @@ def write_comparison(c: Comparison, out_dir: Path, run_id: str) -> dict[str, Pat
     return {"markdown": markdown, "plot": plot, "csv": append_rows(c, out_dir / "experiments.csv", run_id)}
 
 
+def entry_record(c: Comparison, entry: Entry) -> dict:
+    """One model's fields in this comparison (CSV_COLUMNS less recorded_at and run_id): configs as dicts, variant
+    and the paired differences None where there are none. The rows of experiments.csv and the MLflow runs."""
+    b = c.benchmark
+    e = b.results[entry.name].estimates
+    difference, versus = b.differences.get(entry.name), c.versus_reference.get(entry.name)
+    return {
+        "name": entry.name, "family": entry.family, "variant": entry.variant,
+        "dataset_version": entry.sidecar.get("dataset_version"),
+        "encoder_fingerprint": entry.sidecar.get("encoder_fingerprint"), "n_queries": len(b.queries),
+        "hit_at_1": e["hit_at_1"].value, "hit_at_5": e["hit_at_5"].value, "hit_at_5_ci_low": e["hit_at_5"].ci_low,
+        "hit_at_5_ci_high": e["hit_at_5"].ci_high, "hit_at_10": e["hit_at_10"].value, "cosine": e["cosine"].value,
+        "vs_best_baseline": None if difference is None else difference.value,
+        "vs_1a": None if versus is None else versus.value,
+        "model_config": entry.sidecar.get("model_config"), "train_config": entry.sidecar.get("train_config")}
+
+
 def append_rows(c: Comparison, path: Path, run_id: str) -> Path:
-    """One row per model of this comparison, appended (the header written once)."""
-    b, now = c.benchmark, datetime.now(UTC).isoformat(timespec="seconds")
+    """One row per model of this comparison, appended (the header written once; None written empty)."""
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     new = not path.is_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="") as f:
@@ -118,16 +166,8 @@ def append_rows(c: Comparison, path: Path, run_id: str) -> Path:
         if new:
             writer.writeheader()
         for entry in c.entries:
-            e = b.results[entry.name].estimates
-            difference, versus = b.differences.get(entry.name), c.versus_reference.get(entry.name)
-            writer.writerow({
-                "recorded_at": now, "run_id": run_id, "name": entry.name, "family": entry.family,
-                "variant": entry.variant or "", "dataset_version": entry.sidecar.get("dataset_version"),
-                "encoder_fingerprint": entry.sidecar.get("encoder_fingerprint"), "n_queries": len(b.queries),
-                "hit_at_1": e["hit_at_1"].value, "hit_at_5": e["hit_at_5"].value, "hit_at_5_ci_low": e["hit_at_5"].ci_low,
-                "hit_at_5_ci_high": e["hit_at_5"].ci_high, "hit_at_10": e["hit_at_10"].value, "cosine": e["cosine"].value,
-                "vs_best_baseline": "" if difference is None else difference.value,
-                "vs_1a": "" if versus is None else versus.value,
-                "model_config": json.dumps(entry.sidecar.get("model_config")),
-                "train_config": json.dumps(entry.sidecar.get("train_config"))})
+            record = entry_record(c, entry)
+            writer.writerow({"recorded_at": now, "run_id": run_id, **record,
+                             "model_config": json.dumps(record["model_config"]),
+                             "train_config": json.dumps(record["train_config"])})
     return path

@@ -1,0 +1,86 @@
+"""Optional MLflow tracking of experiment comparisons (the `mlflow` extra; without it nothing is logged).
+
+Each comparison is a parent run holding the comparison's markdown and plot as artifacts, with one nested run per
+trained model: the fields of its experiments.csv row as tags (family, variant, dataset version, encoder), params
+(model.* and train.* from its configs) and metrics (Hit@K with the Hit@5 CI, cosine, paired differences).
+
+The store is `settings().mlflow_tracking_uri`: MLFLOW_TRACKING_URI when set (a server, or any database MLflow
+takes), else the SQLite database <data dir>/mlflow.db, with artifacts in <data dir>/mlartifacts beside it. MLflow 3
+refuses its older ./mlruns file store unless told otherwise, so none is used here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import time
+from pathlib import Path
+
+from lvm_pipeline.experiments.comparison import Comparison, entry_record
+
+SQLITE = "sqlite:///"
+TAGS = ("family", "variant", "dataset_version", "encoder_fingerprint")
+METRICS = ("n_queries", "hit_at_1", "hit_at_5", "hit_at_5_ci_low", "hit_at_5_ci_high", "hit_at_10", "cosine",
+           "vs_best_baseline", "vs_1a")
+
+
+def mlflow_available() -> bool:
+    return importlib.util.find_spec("mlflow") is not None
+
+
+def flat_params(config: dict | None, prefix: str, max_length: int) -> dict[str, str]:
+    """{prefix + dotted key: value as text (JSON unless a string), cut to max_length} of a nested config."""
+    params = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, dict):
+            params |= flat_params(value, f"{prefix}{key}.", max_length)
+        else:
+            params[f"{prefix}{key}"] = (value if isinstance(value, str) else json.dumps(value))[:max_length]
+    return params
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix(SQLITE)).resolve() if uri.startswith(SQLITE) else None
+
+
+def log_comparison(c: Comparison, files: dict[str, Path], run_id: str, uri: str,
+                   experiment: str = "lvm_pipeline") -> str | None:
+    """Log the comparison (see the module doc) to the store at `uri` under `experiment`; the parent run's id, None
+    without mlflow."""
+    if not mlflow_available():
+        return None
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+    if database := sqlite_path(uri):
+        database.parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    # beside a SQLite database, not MLflow's default ./mlruns in whatever the working directory is
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=(database.parent / "mlartifacts").as_uri() if database else None)
+    parent = client.create_run(experiment_id, run_name=f"comparison {run_id[:8]}", tags={
+        "dagster_run_id": run_id, "decision": c.benchmark.decision.decision}).info.run_id
+    status = "FAILED"
+    try:
+        for key in ("markdown", "plot"):
+            client.log_artifact(parent, str(files[key]))
+        now = int(time.time() * 1000)
+        for entry in c.entries:
+            record = entry_record(c, entry)
+            child = client.create_run(experiment_id, run_name=record["name"], tags={
+                "dagster_run_id": run_id, MLFLOW_PARENT_RUN_ID: parent,
+                **{k: str(record[k]) for k in TAGS if record[k] is not None}}).info.run_id
+            params = [Param(k, v) for k, v in (flat_params(record["model_config"], "model.", MAX_PARAM_VAL_LENGTH)
+                                               | flat_params(record["train_config"], "train.", MAX_PARAM_VAL_LENGTH)).items()]
+            for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
+                client.log_batch(child, params=params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+            client.log_batch(child, metrics=[Metric(k, float(record[k]), now, 0) for k in METRICS
+                                             if record[k] is not None and math.isfinite(record[k])])
+            client.set_terminated(child)
+        status = "FINISHED"
+    finally:
+        client.set_terminated(parent, status)
+    return parent
