@@ -11,10 +11,12 @@ from lvm_pipeline.config import settings
 from lvm_pipeline.defs.datasets import current_sequences, training_sequences
 from lvm_pipeline.defs.training import current_run, lvm_checkpoint, lvm_variant, variants_dir
 from lvm_pipeline.experiments.comparison import Entry, compare, entry_name, trained_entry, write_comparison
+from lvm_pipeline.experiments.comparison import render_markdown as render_comparison
 from lvm_pipeline.experiments.scaling import half_of_batches, measure_scaling, render_markdown
 from lvm_pipeline.experiments.tracking import log_comparison
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.files import atomic_write
+from lvm_pipeline.markdown import embedded_png
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.base import config_from_dict
 from lvm_pipeline.models.predictor import ModelPredictor
@@ -74,7 +76,8 @@ def experiment_comparison(context: AssetExecutionContext, config: ComparisonConf
         "best": best.name,
         "best_hit_at_5": comparison.benchmark.results[best.name].estimates["hit_at_5"].value,
         "decision": comparison.benchmark.decision.decision,
-        "comparison": MetadataValue.md(files["markdown"].read_text()),
+        "comparison": MetadataValue.md(render_comparison(comparison) + "\n" +
+                                       embedded_png("hit_at_k", files["plot"].read_bytes())),
         "csv": MetadataValue.path(str(files["csv"])),
         "plot": MetadataValue.path(str(files["plot"])),
         **({"mlflow_tracking_uri": MetadataValue.text(mlflow_uri), "mlflow_run": mlflow_run} if mlflow_run else {}),

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from lvm_pipeline.evaluation.benchmark import KS, V2T_SAMPLE, Benchmark, Group
 from lvm_pipeline.evaluation.bootstrap import Estimate
 from lvm_pipeline.evaluation.lanes import LANE_WEIGHT, RERANK_DEPTH
 from lvm_pipeline.files import atomic_write
-from lvm_pipeline.markdown import md_table
+from lvm_pipeline.markdown import embedded_png, md_table
 from lvm_pipeline.text import excerpt
 
 HEADLINE = [f"hit_at_{k}" for k in KS] + ["cosine"]
@@ -70,8 +69,7 @@ def write_report(benchmark: Benchmark, texts: np.ndarray, out_dir: Path, about: 
     markdown = atomic_write(out_dir / "benchmark_report.md", lambda f: f.write(on_disk.encode()))
     document = report_json(benchmark, about or {})
     json_path = atomic_write(out_dir / "benchmark_report.json", lambda f: f.write(json.dumps(document, indent=2).encode()))
-    embedded = body + "".join(f"\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
-                              for name, png in images.items())
+    embedded = body + "".join(f"\n\n{embedded_png(name, png)}" for name, png in images.items())
     return ReportFiles(markdown, json_path, plots, embedded)
 
 
