@@ -60,6 +60,7 @@ def test_variants_train_and_the_comparison_pairs_them_with_1a(database_url, dags
     table = meta["comparison"].value
     assert "| gru-1A | variant 1A |" in table and "| gru-1E | variant 1E |" in table and "| copy_last | baseline |" in table
     assert "| gru-1A-seed1 | variant 1A |" in table
+    assert "](data:image/png;base64," in table  # the plot inside the UI's markdown, not a link to a file beside it
     for name in ("gru-1E", "gru-1E-seed1"):  # each paired with the 1A of its own seed
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert row.rstrip(" |").endswith("]") and " pts [" in row.split("|")[-2]
