@@ -149,6 +149,8 @@ def test_the_learning_rate_warms_up_linearly_then_decays_by_cosine():
     assert TrainConfig(warmup_steps=0.25).warmup_optimizer_steps(40) == 10
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(loss="l1")
+    with pytest.raises(ValueError, match="seed must be >= 0"):  # a run folder <family>-<variant>-seed-1 never compares
+        TrainConfig(seed=-1)
 
 
 def test_a_schedule_over_the_time_budget_warms_up_and_decays_by_whichever_ends_first():

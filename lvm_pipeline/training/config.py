@@ -57,8 +57,8 @@ class TrainConfig:
                     "val_batch_size": self.val_batch_size, "infonce_temperature": self.infonce_temperature}
         if bad := [name for name, value in positive.items() if value <= 0]:
             raise ValueError(f"{', '.join(bad)} must be > 0")
-        if self.hard_negatives < 0 or self.curriculum_epochs < 0:
-            raise ValueError("hard_negatives and curriculum_epochs must be >= 0")
+        if self.hard_negatives < 0 or self.curriculum_epochs < 0 or self.seed < 0:
+            raise ValueError("hard_negatives, curriculum_epochs and seed must be >= 0")
         if self.lr < 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.infonce_alpha < 0:
             raise ValueError("lr, warmup_steps and infonce_alpha must be >= 0 and min_lr_ratio within [0, 1]")
 
