@@ -65,9 +65,9 @@ class Comparison:
     entries: list[Entry]
     versus_reference: dict[str, Estimate]  # variant entry -> its Hit@5 minus its family's 1A of the same seed (paired)
 
-    def over_seeds(self) -> list[tuple]:
-        """Per family and variant trained with several seeds: (name, runs, Hit@5 mean, min, max, mean and min and
-        max of the difference to 1A over the seeds that have both)."""
+    def over_seeds(self) -> list[SeedSpread]:
+        """Per family and variant trained with several seeds: its Hit@5, and its difference to 1A over the seeds
+        that have both."""
         groups: dict[str, list[Entry]] = {}
         for entry in self.entries:
             groups.setdefault(entry_name(entry.family, entry.variant), []).append(entry)
@@ -76,9 +76,29 @@ class Comparison:
             if len(entries) > 1:
                 hits = [self.benchmark.results[e.name].estimates["hit_at_5"].value for e in entries]
                 versus = [self.versus_reference[e.name].value for e in entries if e.name in self.versus_reference]
-                rows.append((name, len(entries), mean(hits), min(hits), max(hits),
-                             *((mean(versus), min(versus), max(versus)) if versus else (None, None, None))))
+                rows.append(SeedSpread(name, len(entries), Spread.of(hits), Spread.of(versus) if versus else None))
         return rows
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, min and max of a figure over runs."""
+
+    mean: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(mean(values), min(values), max(values))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    name: str  # <family>-<variant>, all seeds
+    runs: int
+    hit_at_5: Spread
+    versus_reference: Spread | None  # Hit@5 minus the same seed's 1A; None for 1A itself
 
 
 def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
@@ -107,11 +127,10 @@ def render_markdown(c: Comparison) -> str:
     variants = dict.fromkeys(e.variant for e in c.entries if e.variant in VARIANTS)
     described = [f"- {v}: {VARIANTS[v].title}: {VARIANTS[v].description}" for v in variants]
     seeds = c.over_seeds()
-    pct = "{:.1f}%".format
-    pts = "{:+.1f}".format
-    spread = [(name, runs, pct(100 * hit), f"{pct(100 * low)} .. {pct(100 * high)}",
-               "" if d is None else f"{pts(100 * d)} ({pts(100 * d_low)} .. {pts(100 * d_high)})")
-              for name, runs, hit, low, high, d, d_low, d_high in seeds]
+    pct, pts = "{:.1f}%".format, "{:+.1f}".format
+    spread = [(s.name, s.runs, pct(100 * s.hit_at_5.mean), f"{pct(100 * s.hit_at_5.low)} .. {pct(100 * s.hit_at_5.high)}",
+               "" if (d := s.versus_reference) is None else f"{pts(100 * d.mean)} ({pts(100 * d.low)} .. {pts(100 * d.high)})")
+              for s in seeds]
     return "\n".join([
         "# Experiment comparison", "",
         f"Every trained model on the same **{len(b.queries):,}** test queries of **{b.n_articles:,}** articles, "

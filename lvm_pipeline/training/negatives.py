@@ -25,9 +25,9 @@ class HardNegatives:
         neighbours = np.where(found >= 0, train_rows[np.maximum(found, 0)], -1)
         usable = (neighbours >= 0) & (bank_article[neighbours] != bank_article[train_rows][:, None])
         usable &= scores < DUPLICATE_COSINE
-        for i, row in enumerate(train_rows):  # the first k usable neighbours, nearest first
-            chosen = neighbours[i][usable[i]][:k]
-            self.table[row, :len(chosen)] = chosen
+        slot = np.cumsum(usable, axis=1) - 1  # each usable neighbour's place among its row's, nearest first
+        i, j = np.nonzero(usable & (slot < k))
+        self.table[train_rows[i], slot[i, j]] = neighbours[i, j]
 
     def for_targets(self, target_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([n, k, D] vectors, [n, k] bool: a negative was found) for the bank rows `target_rows` [n]."""
