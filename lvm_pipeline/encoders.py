@@ -15,6 +15,7 @@ import numpy as np
 
 from lvm_pipeline.config import DEFAULT_ENCODER, hub_offline
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.progress import library_bars
 
 PROBE_SENTENCE = "The Latent Vector Model reads a sequence of concepts and predicts the next one."
 SAME_ENCODER_COSINE = 0.999
@@ -49,7 +50,8 @@ class SentenceEncoder:
 
         self.name = name_or_path
         self.batch_size = batch_size
-        self.model = SentenceTransformer(resolve_model(name_or_path), device=device)
+        with library_bars():  # no "Loading weights" redraws in a log
+            self.model = SentenceTransformer(resolve_model(name_or_path), device=device)
         self.dimension = int(self.model.get_embedding_dimension())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -60,6 +62,18 @@ class SentenceEncoder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of text one embedding reads (the model's limit less its [CLS]/[SEP] tokens); the rest is cut."""
+        return int(self.model.max_seq_length) - 2
+
+    def token_counts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) int64 tokens of each text, without special tokens, as the encoder's tokenizer splits it."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        ids = self.model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
     @cached_property
     def probe_vector(self) -> np.ndarray:

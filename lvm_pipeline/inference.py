@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from lvm_pipeline.datasets.bank import Bank
+from lvm_pipeline.datasets.sequences import WindowSpec
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.evaluation.context_text import joined_texts, kept_starts
 from lvm_pipeline.evaluation.decoding import retrieval_decode
 from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline.models.predictor import ModelPredictor
@@ -22,6 +24,7 @@ from lvm_pipeline.training.checkpoint import check_compatible, load_checkpoint
 from lvm_pipeline.training.runs import require_current_run
 
 REPORT_JSON = "benchmark_report.json"
+VIEW_CONTEXT = WindowSpec().max_context  # sentences a text view reads, as the training windows' C
 
 
 @dataclass
@@ -49,13 +52,18 @@ def family_checkpoint(checkpoints_dir: Path, family: str) -> Path:
 
 
 def report_best_checkpoint(reports_dir: Path, checkpoints_dir: Path) -> Path:
-    """The best model of the latest benchmark report: its family's current best checkpoint."""
+    """The best model of the latest benchmark report (the best single model where the ensemble is best): its
+    family's current best checkpoint."""
     path = Path(reports_dir) / REPORT_JSON
     if not path.is_file():
         raise PipelineError(f"no benchmark report at {path}: materialize benchmark_report, or name a checkpoint")
-    best = json.loads(path.read_text())["decision"].get("best_model")
-    if not best:
+    report = json.loads(path.read_text())
+    models = [name for name, kind in report.get("kinds", {}).items() if kind == "model" and name != "ensemble"]
+    if not models:
         raise PipelineError("the latest benchmark report holds no trained model: materialize lvm_checkpoint first")
+    best = report["decision"].get("best_model")  # the ensemble is not one checkpoint: then the best single model
+    if best not in models:
+        best = max(models, key=lambda name: report["predictors"][name]["hit_at_5"]["value"])
     return family_checkpoint(checkpoints_dir, best)
 
 
@@ -83,7 +91,8 @@ class NextConceptPredictor:
         encoded = time.perf_counter()
         # free text has no TMD codes: a TMD-conditioned model reads the "unknown" (zero) vector at every position
         tmd = np.zeros((len(context), TMD_DIM), dtype=np.float32) if self.predictor.uses_tmd else None
-        predicted = self.predictor.predict_one(vectors, tmd)
+        views = self._views(context, vectors) if self.predictor.uses_view else None
+        predicted = self.predictor.predict_one(vectors, tmd, views)
         predicted_at = time.perf_counter()
         decoded = retrieval_decode(self.index, self.bank.texts, predicted[None], k)
         done = time.perf_counter()
@@ -94,3 +103,15 @@ class NextConceptPredictor:
                    "total": done - started}
         return NextConcept(self.predictor.name, str(self.checkpoint), context, neighbours,
                            {name: round(seconds * 1000, 2) for name, seconds in latency.items()})
+
+    def _views(self, context: list[str], vectors: np.ndarray) -> np.ndarray:
+        """The text view at each position: the encoder on the recent text of the sentences up to it (at most
+        VIEW_CONTEXT of them), as `context_text.context_views` reads the bank; one sentence is its own vector."""
+        counts = self.encoder.token_counts(context)
+        ends = np.arange(1, len(context) + 1)
+        starts = kept_starts(counts, np.maximum(ends - VIEW_CONTEXT, 0), ends, self.encoder.max_tokens)
+        views = vectors.copy()
+        longer = np.flatnonzero(ends - starts > 1)
+        if len(longer):
+            views[longer] = self.encoder.encode(joined_texts(np.asarray(context, dtype=object), starts[longer], ends[longer]))
+        return views

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from lvm_pipeline.arrays import article_bounds, unit_rows
 from lvm_pipeline.db import articles as article_rows
@@ -28,6 +27,7 @@ from lvm_pipeline.db.bulk import copy_vectors, pages
 from lvm_pipeline.db.encoders import register_encoder
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.landing import file_sha256
+from lvm_pipeline.progress import progress
 from lvm_pipeline.segmentation import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, DEFAULT_MODE, SegmentationMode, segment
 from lvm_pipeline.sources import Article, Rejected, read_batch
 from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
@@ -43,7 +43,7 @@ CPE_NAMESPACE = uuid.UUID("6f1d3c2e-4b7a-5e88-9c41-2a0f8e7d6b53")
 
 
 def _progress(total: int | None, unit: str, desc: str):
-    return tqdm(total=total, unit=unit, desc=desc, mininterval=2.0, dynamic_ncols=True)
+    return progress(total, desc, unit)
 
 
 # -- parse ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dagster import materialize
 
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
 from lvm_pipeline.evaluation.baselines import CopyLast
-from lvm_pipeline.evaluation.benchmark import BASELINES, V2T_SAMPLE, run_benchmark
+from lvm_pipeline.evaluation.benchmark import V2T_SAMPLE, VECTOR_BASELINES, run_benchmark
 from lvm_pipeline.evaluation.decoding import retrieval_decode
 from lvm_pipeline.evaluation.queries import Queries
 from lvm_pipeline.evaluation.report import render_markdown, write_report
@@ -23,7 +23,8 @@ DIM = 32
 def planted_bank(directory, n_articles: int = 300, length: int = 6, seed: int = 0):
     """Articles whose every concept after the second is g(the two before it), a rule no baseline can fit:
     linear ridge cannot (elementwise product), successor-kNN cannot (no two articles share a concept)."""
-    bank = synthetic_bank(directory, [length] * n_articles, dim=DIM, seed=seed)
+    texts = [f"x{row}" for row in range(n_articles * length)]  # texts that share no word: bm25 learns nothing
+    bank = synthetic_bank(directory, [length] * n_articles, dim=DIM, seed=seed, texts=texts)
     vectors = np.load(directory / "bank_vectors.npy")
     for a in range(n_articles):
         for t in range(2, length):
@@ -72,7 +73,7 @@ def test_a_model_that_knows_the_rule_is_go_and_copy_last_plus_noise_is_stop(plan
     good = run_benchmark(planted, models=[KnowsTheRule()], n_resamples=400)
     assert good.decision.decision == "GO", good.decision.reason
     assert good.decision.best_model == "knows_the_rule" and good.differences["knows_the_rule"].ci_low > 0
-    assert set(good.results) == {*BASELINES, "knows_the_rule"}
+    assert set(good.results) == {*VECTOR_BASELINES, "bm25", "knows_the_rule"}  # encode_context needs an encoder
     bad = run_benchmark(planted, models=[NoisyCopyLast()], n_resamples=400)
     assert bad.decision.decision == "STOP", bad.decision.reason
     assert bad.differences["noisy_copy_last"].value <= 0
@@ -182,7 +183,7 @@ def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path
     files = write_report(result, planted.bank.texts, tmp_path / "reports", {"bank_version": planted.bank.version})
     text = files.markdown.read_text()
     assert "## Decision: **GO**" in text and "Rule: GO only if" in text
-    for name in (*BASELINES, "knows_the_rule"):
+    for name in (*VECTOR_BASELINES, "bm25", "knows_the_rule"):
         assert f"| {name} |" in text
     assert "## Hit@5 by context length" in text and "**Example 1**" in text and "- target:" in text
     assert "## Decoding back to text" in text and "| knows_the_rule | " in text
@@ -195,9 +196,10 @@ def test_the_report_renders_with_its_plots_and_the_json_schema(planted, tmp_path
     assert "data:image/png;base64," in files.text  # the UI's copy embeds the plots
     report = json.loads(files.json.read_text())
     assert {"bank_size", "n_queries", "n_articles", "chance_hit_at_5", "predictors", "decision"} <= set(report)
-    for name in (*BASELINES, "knows_the_rule"):
-        for metric in ("hit_at_1", "hit_at_5", "hit_at_10", "cosine"):
+    for name in (*VECTOR_BASELINES, "bm25", "knows_the_rule"):
+        for metric in ("hit_at_1", "hit_at_5", "hit_at_10", "cosine") if name != "bm25" else ("hit_at_5", "decode_bleu1"):
             assert set(report["predictors"][name][metric]) == {"value", "ci_low", "ci_high"}
+    assert "cosine" not in report["predictors"]["bm25"]  # a ranker: no vector figures
     assert report["decision"]["decision"] == "GO" and report["decision"]["rule"].startswith("GO only if")
 
 
@@ -241,6 +243,7 @@ def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_ur
                           raise_on_error=False)
     meta = trained.asset_materializations_for_node("lvm_checkpoint")[0].metadata
     assert meta["model"].value == "gru" and meta["epochs"].value == 3
+    assert meta["config"].value["text_view"] and meta["train_config"].value["hard_negatives"] == 8  # the default recipe
     assert meta["train_config"].value["epochs"] == 3 and meta["train_config"].value["decay_over"] == "epochs"
     assert "| epoch |" in meta["history"].value
     checks = {c.check_name: c for c in trained.get_asset_check_evaluations()}
@@ -249,5 +252,7 @@ def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_ur
     text = report.asset_materializations_for_node("benchmark_report")[0].metadata["report"].value
     assert "| gru | model |" in text and "training_curves" in text
     report_json = json.loads(open(report.asset_materializations_for_node("benchmark_report")[0].metadata["json"].value).read())
+    assert {"encode_context", "bm25", "ensemble"} <= set(report_json["predictors"])  # all six baselines, and the ensemble
+    assert report_json["kinds"]["encode_context"] == "baseline" and report_json["kinds"]["ensemble"] == "model"
     echo = report_json["predictors"]["gru"]["echo"]  # the real encoder re-encoded the decoded texts
     assert 0 < echo["ci_low"] <= echo["value"] <= echo["ci_high"] <= 1 + 1e-6

@@ -108,3 +108,30 @@ def test_a_bank_of_another_encoder_is_refused(data_dir, tmp_path, encoder):
                        encoder_fingerprint="0123456789abcdef")
     with pytest.raises(PipelineError, match="encoder"):
         NextConceptPredictor(data_dir / "checkpoints" / "gru" / "run1" / "best.safetensors", other, encoder)
+
+
+def test_a_text_view_model_predicts_free_text_as_it_predicts_the_same_context_in_the_bank(data_dir, encoder, tmp_path):
+    """predict computes the views of the sentences it is given; they must be the bank's views of the same context."""
+    from lvm_pipeline.datasets.sequences import load_sequences, save_sequences
+    from lvm_pipeline.evaluation.context_text import model_views
+    from lvm_pipeline.evaluation.queries import Queries
+    from lvm_pipeline.models.base import build_model
+
+    bank = open_bank(data_dir / "exports")
+    sequences = build_sequences(bank, spec=WindowSpec(max_context=8))
+    save_sequences(sequences, tmp_path / "sequences")
+    sequences = load_sequences(bank, tmp_path / "sequences")
+    views = model_views(build_model("toy_gru_text", bank.vectors.shape[1]), sequences, encoder, tmp_path / "cache")
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e-2, max_len=8, patience=None, num_threads=1)
+    with pytest.raises(PipelineError, match="text view"):
+        train("toy_gru_text", sequences, tmp_path / "no-views", config, progress=False)
+    result = train("toy_gru_text", sequences, tmp_path / "run", config, model_name="gru_text", progress=False, views=views)
+    start, end = (int(x) for x in next(b for b in bank.article_bounds if b[1] - b[0] >= 4))
+    sentences = [str(t) for t in bank.texts[start:start + 3]]
+    answer = NextConceptPredictor(result.best_checkpoint, bank, encoder)(sentences, k=3)
+    model, _ = load_checkpoint(result.best_checkpoint)
+    query = Queries(np.array([start + 3]), np.array([start]), np.array([int(bank.bank_article[start])]))
+    expected = retrieval_decode(BankIndex(bank.vectors), bank.texts,
+                                ModelPredictor(model, "gru_text", views=views).predict(bank.vectors, query), k=3)
+    assert [n.text for n in answer.neighbours] == expected.texts[0]
+    np.testing.assert_allclose([n.score for n in answer.neighbours], expected.scores[0], atol=1e-4)

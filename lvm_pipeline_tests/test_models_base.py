@@ -31,6 +31,25 @@ def test_every_registered_config_builds_and_round_trips_through_its_dict():
         if name.startswith("toy_"):
             config = make()
             assert config_from_dict(config.to_dict()) == config
-            assert build_model(name, 8)(torch.randn(1, 3, 8)).shape == (1, 3, 8)
+            side = {"view": torch.randn(1, 3, 8)} if config.text_view else {}
+            assert build_model(name, 8)(torch.randn(1, 3, 8), **side).shape == (1, 3, 8)
     with pytest.raises(KeyError, match="unknown model config"):
         build_model("toy_nothing", 8)
+
+
+def test_the_text_view_is_the_residual_base_and_causal():
+    model = build_model("toy_gru_text", 8).eval()
+    x, view = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    with pytest.raises(ValueError, match="text view"):
+        model(x)
+    with torch.no_grad():
+        assert torch.equal(model(x, view=view), view)  # untrained, it predicts the view: encode_context
+        model.view_gate.fill_(1.0)
+        reference = model(x, view=view)
+        for t in range(4):  # a later view never reaches position t
+            later = view.clone()
+            later[:, t + 1:] = torch.randn(2, 4 - t, 8)
+            assert torch.allclose(model(x, view=later)[:, :t + 1], reference[:, :t + 1], atol=1e-6)
+        changed = view.clone()
+        changed[:, 2] += 1.0
+        assert not torch.allclose(model(x, view=changed)[:, 2], reference[:, 2])

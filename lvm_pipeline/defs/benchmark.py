@@ -7,10 +7,12 @@ from pydantic import Field
 
 from lvm_pipeline.config import settings
 from lvm_pipeline.decoders import configured_inverter
-from lvm_pipeline.defs.datasets import current_sequences, leakage, ordered_vectors, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, leakage, ordered_vectors, sequences_dir, training_sequences
 from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
+from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.evaluation.benchmark import run_benchmark
+from lvm_pipeline.evaluation.context_text import model_views
 from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models import FAMILY_NAMES
@@ -23,6 +25,8 @@ class BenchmarkConfig(Config):
     split: Literal["test", "val"] = Field(default="test", description="The split whose windows are the queries.")
     n_resamples: int = Field(default=1000, description="Cluster-bootstrap resamples (by article) behind every CI.")
     seed: int = 0
+    ensemble: bool = Field(default=True, description="Also measure the ensemble of the trained models and "
+                                                      "encode_context, weighted on val (docs/EVALUATION.md).")
     ivf_above: int = Field(default=IVF_ABOVE, description="Banks larger than this are searched with an IVF index, "
                                                           "smaller ones exhaustively (flat).")
 
@@ -33,29 +37,34 @@ def _invert(bank, bank_encoder):
     return inverter and inverter.invert
 
 
+def current_models(sequences, log, encoder: SentenceEncoder | None = None) -> tuple[list[ModelPredictor], dict[str, list[dict]]]:
+    """Each family's current model trained on these sequences (the others are logged and left out), and each one's
+    training history by name; `encoder`, the bank's, gives the models that read the text view their views."""
+    models, curves = [], {}
+    for family in FAMILY_NAMES:
+        run_dir = current_run_dir(settings().checkpoints_dir, family)
+        found = trained_model(run_dir, sequences) if run_dir else "not trained yet"
+        if isinstance(found, str):
+            log.info(f"{family}: {found}")
+            continue
+        model, sidecar, history = found
+        models.append(ModelPredictor(model, sidecar["model_name"],
+                                     views=model_views(model, sequences, encoder, sequences_dir())))
+        curves[sidecar["model_name"]] = history
+    return models, curves
+
+
 @asset(group_name="evaluation", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "json"})
 def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, encoder: EncoderResource) -> MaterializeResult:
     """Baselines (and models) vs the rule: Hit@K on the full bank with CIs, decoding back to text, the decision,
     examples and plots."""
     sequences = current_sequences()
     bank = sequences.bank
-    models, curves = [], {}
-    for family in FAMILY_NAMES:
-        run_dir = current_run_dir(settings().checkpoints_dir, family)
-        found = trained_model(run_dir, sequences) if run_dir else "not trained yet"
-        if isinstance(found, str):
-            context.log.info(f"{family}: {found}")
-            continue
-        model, sidecar, history = found
-        models.append(ModelPredictor(model, sidecar["model_name"]))
-        curves[sidecar["model_name"]] = history
-    bank_encoder = encoder.get()
-    if bank_encoder.fingerprint != bank.manifest["encoder_fingerprint"]:
-        context.log.info("the configured encoder is not the bank's: the report leaves the echo loop out")
-        bank_encoder = None
+    encoder_of_bank = encoder.for_bank(bank, context.log)
+    models, curves = current_models(sequences, context.log, encoder_of_bank)
     benchmark = run_benchmark(sequences, models, split=config.split, n_resamples=config.n_resamples, seed=config.seed,
-                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above),
-                              encode=bank_encoder and bank_encoder.encode, invert=_invert(bank, bank_encoder))
+                              index=BankIndex(bank.vectors, ivf_above=config.ivf_above), encoder=encoder_of_bank,
+                              cache_dir=sequences_dir(), invert=_invert(bank, encoder_of_bank), ensemble=config.ensemble)
     about = {"bank_version": bank.version, "sequences_version": sequences.version,
              "encoder_fingerprint": bank.manifest["encoder_fingerprint"],
              "max_context": sequences.spec.max_context, "n_resamples": config.n_resamples}

@@ -8,8 +8,10 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from lvm_pipeline.config import settings
-from lvm_pipeline.defs.datasets import current_sequences, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, sequences_dir, training_sequences
+from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import current_run, lvm_checkpoint, lvm_variant, variants_dir
+from lvm_pipeline.evaluation.context_text import model_views
 from lvm_pipeline.experiments.comparison import Entry, compare, entry_name, trained_entry, write_comparison
 from lvm_pipeline.experiments.comparison import render_markdown as render_comparison
 from lvm_pipeline.experiments.scaling import half_of_batches, measure_scaling, render_markdown
@@ -43,23 +45,26 @@ class ComparisonConfig(Config):
 
 
 @asset(group_name="experiments", deps=[training_sequences, lvm_checkpoint, lvm_variant], kinds={"markdown", "csv"})
-def experiment_comparison(context: AssetExecutionContext, config: ComparisonConfig) -> MaterializeResult:
+def experiment_comparison(context: AssetExecutionContext, config: ComparisonConfig,
+                          encoder: EncoderResource) -> MaterializeResult:
     """One table of every trained family and variant with CIs, paired differences to the best baseline and to 1A;
     each run's rows appended to experiments.csv, and logged to MLflow where the `mlflow` extra is installed."""
     sequences = current_sequences()
+    bank_encoder = encoder.for_bank(sequences.bank, context.log)
     runs = [(family, None, 0) for family in FAMILY_NAMES] + variant_runs(variants_dir())
     entries: list[Entry] = []
     for family, variant, seed in runs:
         root = settings().checkpoints_dir if variant is None else variants_dir()
         run_dir = current_run_dir(root, entry_name(family, variant, seed))
-        found = trained_entry(run_dir, family, variant, sequences, seed) if run_dir else None
+        found = trained_entry(run_dir, family, variant, sequences, seed, bank_encoder, sequences_dir()) if run_dir else None
         if isinstance(found, str):
             context.log.info(f"{entry_name(family, variant, seed)}: {found}")
         elif found is not None:
             entries.append(found)
     if not entries:
         raise FileNotFoundError("no trained model to compare: materialize lvm_checkpoint or lvm_variant first")
-    comparison = compare(sequences, entries, n_resamples=config.n_resamples, seed=config.seed)
+    comparison = compare(sequences, entries, n_resamples=config.n_resamples, seed=config.seed,
+                         encoder=bank_encoder, cache_dir=sequences_dir())
     files = write_comparison(comparison, settings().reports_dir, context.run_id)
     mlflow_uri = settings().mlflow_tracking_uri
     try:  # experiments.csv is the record; a tracking server that is down only costs its copy
@@ -92,7 +97,7 @@ class ScalingConfig(Config):
 
 
 @asset(group_name="experiments", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "pytorch"})
-def scaling_report(context: AssetExecutionContext, config: ScalingConfig) -> MaterializeResult:
+def scaling_report(context: AssetExecutionContext, config: ScalingConfig, encoder: EncoderResource) -> MaterializeResult:
     """Train the family's current model config and recipe again on half of the batches, then the scaling
     coefficient Hit@5(all) / Hit@5(half) on the same test queries, and Hit@5 at every context length."""
     sequences = current_sequences()
@@ -100,14 +105,16 @@ def scaling_report(context: AssetExecutionContext, config: ScalingConfig) -> Mat
     if isinstance(found, str):
         raise FileNotFoundError(f"{config.family}: {found}: materialize lvm_checkpoint [{config.family}] on this bank")
     model, sidecar, _ = found
-    half_view, half_batches = half_of_batches(sequences)
+    views = model_views(model, sequences, encoder.for_bank(sequences.bank, context.log), sequences_dir())
+    half_view, half_batches = half_of_batches(sequences)  # the same bank: the same views
     name = f"{config.family}-half"
     run_dir = new_run_dir(settings().checkpoints_dir / "scaling", name, context.run_id)
     result = train(config_from_dict(sidecar["model_config"]), half_view, run_dir,
-                   TrainConfig.from_dict(sidecar["train_config"]), model_name=name)
+                   TrainConfig.from_dict(sidecar["train_config"]), model_name=name, views=views)
     set_current(run_dir)
     half_model, _ = load_checkpoint(result.best_checkpoint)
-    full, half = ModelPredictor(model, f"{config.family}-all"), ModelPredictor(half_model, name)
+    full = ModelPredictor(model, f"{config.family}-all", views=views)
+    half = ModelPredictor(half_model, name, views=views)
     scaling = measure_scaling(sequences, full, half, half_batches, n_resamples=config.n_resamples, seed=config.seed)
     text = render_markdown(scaling)
     path = atomic_write(settings().reports_dir / "scaling_report.md", lambda f: f.write(text.encode()))

@@ -45,6 +45,15 @@ class EncoderResource(ConfigurableResource):
     def get(self) -> SentenceEncoder:
         return _load_encoder(self.model or settings().encoder, self.device, self.batch_size)
 
+    def for_bank(self, bank, log) -> SentenceEncoder | None:
+        """The encoder if it is the bank's (encode_context and the echo loop need it), else None, with a warning."""
+        loaded = self.get()
+        if loaded.fingerprint == bank.manifest.get("encoder_fingerprint"):
+            return loaded
+        log.warning(f"the configured encoder {loaded.name} is not the bank's: encode_context and the echo loop are "
+                    "left out of the evaluation")
+        return None
+
 
 class LandingResource(ConfigurableResource):
     """The folder where batch files land."""

@@ -8,6 +8,7 @@ best figures, the history as a table and the checkpoint's path. Docs: docs/TRAIN
 """
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,9 @@ from dagster._utils.warnings import PreviewWarning
 from pydantic import Field
 
 from lvm_pipeline.config import settings
-from lvm_pipeline.defs.datasets import current_sequences, training_sequences
+from lvm_pipeline.defs.datasets import current_sequences, sequences_dir, training_sequences
+from lvm_pipeline.defs.resources import EncoderResource
+from lvm_pipeline.evaluation.context_text import model_views
 from lvm_pipeline.experiments.comparison import entry_name
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.markdown import md_table
@@ -45,6 +48,8 @@ model_families = StaticPartitionsDefinition(list(FAMILY_NAMES))
 
 class LvmCheckpointConfig(Config):
     model: str = Field(default="", description="A registered model config (e.g. gru_small, gru_768); empty: <family>_small.")
+    text_view: bool = Field(default=True, description="The model also reads the encoder's embedding of the context "
+                            "text at each position, and starts from it (docs/TRAINING.md, 'The text view').")
     epochs: int = Field(default=20, description="Passes over the train articles (early stopping may end sooner).")
     batch_size: int = Field(default=256, description="Articles per step; more of them, more InfoNCE negatives.")
     lr: float = 3e-3
@@ -52,6 +57,8 @@ class LvmCheckpointConfig(Config):
     infonce_alpha: float = Field(default=1.0, description="Weight of the in-batch InfoNCE term (0: off).")
     infonce_temperature: float = 0.05
     positions: Literal["all", "last"] = Field(default="all", description="Loss on every position, or the last only.")
+    hard_negatives: int = Field(default=8, description="InfoNCE also scores each target's k nearest train concepts of "
+                                                       "other articles (0: off).")
     patience: int = Field(default=4, description="Validations without a better val Hit@5 before stopping.")
     time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget); the "
                                  "learning-rate schedule then spans the budget, or the epochs if they end first.")
@@ -66,31 +73,43 @@ def current_run(family: str) -> Path:
 
 
 @asset(partitions_def=model_families, deps=[training_sequences], group_name="training", kinds={"pytorch"})
-def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig) -> MaterializeResult:
+def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig, encoder: EncoderResource) -> MaterializeResult:
     """Train the partition's family on the train articles, validating on val Hit@5 (full bank) every epoch."""
     family = context.partition_key
     run_dir = current_run(family) if config.resume else new_run_dir(settings().checkpoints_dir, family, context.run_id)
-    return train_into(context, config.model or f"{family}_small", family, recipe(config), run_dir, config.resume)
+    return train_into(context, model_config(config, f"{family}_small"), family, recipe(config), run_dir, config.resume,
+                      encoder=encoder)
+
+
+def model_config(config: LvmCheckpointConfig, default: str) -> ModelConfig:
+    """The named model config (`default` when none is named), with the text view when asked for."""
+    model = registered_configs()[config.model or default]()
+    return replace(model, text_view=True) if config.text_view else model
 
 
 class LvmVariantConfig(LvmCheckpointConfig):
+    """The predecessor's variants change a plain recipe: no text view, no hard negatives (1E adds them)."""
+
     family: Literal[FAMILY_NAMES] = Field(default="gru", description="The family whose _small config the variant changes.")
+    text_view: bool = Field(default=False, description="The variants' base recipe reads the vectors only.")
+    hard_negatives: int = Field(default=0, description="The variants' base recipe has none (1E sets 8).")
 
 
 @asset(partitions_def=StaticPartitionsDefinition(list(VARIANTS)), deps=[training_sequences], group_name="experiments",
        kinds={"pytorch"})
-def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig) -> MaterializeResult:
+def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig, encoder: EncoderResource) -> MaterializeResult:
     """Train one of the predecessor's variants (1A baseline, 1B TMD, 1C curriculum, 1D larger, 1E hard negatives)
     of a family: its base recipe with the variant's one change. Compared in experiment_comparison."""
     variant = VARIANTS[context.partition_key]
-    model, train_config = variant.apply(registered_configs()[config.model or f"{config.family}_small"](), recipe(config))
+    model, train_config = variant.apply(model_config(config, f"{config.family}_small"), recipe(config))
     name = entry_name(config.family, variant.name, config.seed)
     root = variants_dir()
     run_dir = current_run_dir(root, name) if config.resume else new_run_dir(root, name, context.run_id)
     if run_dir is None:
         raise FileNotFoundError(f"no {name} run to resume: materialize lvm_variant [{variant.name}] first")
     return train_into(context, model, name, train_config, run_dir, config.resume,
-                      {"variant": f"{variant.name}: {variant.title}", "change": variant.description, "seed": config.seed})
+                      {"variant": f"{variant.name}: {variant.title}", "change": variant.description, "seed": config.seed},
+                      encoder)
 
 
 def variants_dir() -> Path:
@@ -103,22 +122,28 @@ def recipe(config: LvmCheckpointConfig) -> TrainConfig:
     return TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, loss=config.loss,
                        infonce_alpha=config.infonce_alpha, infonce_temperature=config.infonce_temperature,
                        positions=config.positions, patience=config.patience, seed=config.seed,
+                       hard_negatives=config.hard_negatives,
                        time_budget_s=config.time_budget_s or None,
                        decay_over="time_budget" if config.time_budget_s else "epochs")
 
 
-def train_into(context: AssetExecutionContext, model: ModelConfig | str, name: str, train_config: TrainConfig,
-               run_dir: Path, resume: bool, extra: dict | None = None) -> MaterializeResult:
+def train_into(context: AssetExecutionContext, model: ModelConfig, name: str, train_config: TrainConfig,
+               run_dir: Path, resume: bool, extra: dict | None = None,
+               encoder: EncoderResource | None = None) -> MaterializeResult:
     """Train into `run_dir`, make it current, and describe the best checkpoint; each validation is logged as an
-    observation of the asset's partition, so the UI plots the curves across runs."""
+    observation of the asset's partition, so the UI plots the curves across runs. A model with the text view reads
+    the context views of the bank's `encoder`."""
     sequences = current_sequences()
+    views = model_views(model, sequences, encoder and encoder.for_bank(sequences.bank, context.log),
+                        sequences_dir()) if model.text_view else None
     partition = context.partition_key
 
     def observe(entry: dict) -> None:
         context.log_event(AssetObservation(asset_key=context.asset_key, partition=partition,
                                            metadata={k: v for k, v in entry.items() if isinstance(v, int | float)}))
 
-    result = train(model, sequences, run_dir, train_config, model_name=name, resume=resume, on_epoch_end=observe)
+    result = train(model, sequences, run_dir, train_config, model_name=name, resume=resume, on_epoch_end=observe,
+                   views=views)
     set_current(run_dir)
     trained, sidecar = load_checkpoint(result.best_checkpoint)
     history = result.history
@@ -151,9 +176,11 @@ with warnings.catch_warnings():  # partitioned checks are a preview feature of D
 
     @asset_check(asset=lvm_checkpoint, partitions_def=model_families,
                  description="warn: the best checkpoint beats copy-last on val Hit@5 (full bank)")
-    def beats_copy_last(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    def beats_copy_last(context: AssetCheckExecutionContext, encoder: EncoderResource) -> AssetCheckResult:
         sequences = current_sequences()
-        verdict = val_hit_at_5_vs_copy_last(current_run(context.partition_key), sequences)
+        verdict = val_hit_at_5_vs_copy_last(current_run(context.partition_key), sequences,
+                                            lambda model: model_views(model, sequences, encoder.for_bank(
+                                                sequences.bank, context.log), sequences_dir()))
         return AssetCheckResult(passed=verdict.passed, severity=AssetCheckSeverity.WARN,
                                 description=verdict.summary, metadata=verdict.figures)
 

@@ -1,7 +1,7 @@
 """The benchmark's GO / WARN / STOP rule: does the best model beat the best baseline on full-bank Hit@5?
 
-"Best" is the highest mean Hit@5. The comparison is a paired 95% cluster bootstrap (by article) of
-model minus baseline on the same queries (DESIGN.md section 7).
+"Best" is the highest mean Hit@5, and the baselines are all of them, vector and text-aware. The comparison is a
+paired 95% cluster bootstrap (by article) of model minus baseline on the same queries (DESIGN.md section 7).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
 
-RULE = ("GO only if the best model beats the best baseline on full-bank Hit@5 with a paired 95% cluster-bootstrap CI "
-        "(by article) that excludes zero; WARN if it beats it without significance; STOP otherwise.")
+RULE = ("GO only if the best model beats the best of all baselines (vector and text-aware) on full-bank Hit@5 with a "
+        "paired 95% cluster-bootstrap CI (by article) that excludes zero; WARN if it beats it without significance; "
+        "STOP otherwise.")
 RULE_LEVEL = 0.95
 
 

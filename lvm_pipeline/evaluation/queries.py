@@ -83,3 +83,20 @@ class Predictor(Protocol):
 
     def predict(self, vectors: np.ndarray, queries: Queries, tmd: np.ndarray | None = None) -> np.ndarray:
         ...
+
+
+class Ranker(Protocol):
+    """A baseline that ranks the bank's rows for each query instead of predicting a vector (e.g. BM25 on texts).
+
+    `search(queries, depth)` returns (n, depth) scores and bank rows, best first (-1 pads); the query's own
+    context rows are in the bank and may be ranked, as for every predictor.
+    """
+
+    name: str
+
+    def search(self, queries: Queries, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        ...
+
+
+def is_ranker(predictor: Predictor | Ranker) -> bool:
+    return not hasattr(predictor, "predict") and hasattr(predictor, "search")

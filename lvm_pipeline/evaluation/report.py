@@ -90,11 +90,16 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "## Predictors", "",
         "Means over the queries with 95% cluster-bootstrap CIs (resampling articles).", "",
         md_table(["predictor", "kind", *HEADLINE, "Hit@5 - best baseline"], [
-            (n, b.results[n].kind, *(format_estimate(m, b.results[n].estimates[m]) for m in HEADLINE),
+            (n, b.results[n].kind, *(cell(b.results[n].estimates, m) for m in HEADLINE),
              format_difference(b.differences.get(n)) if n in b.differences else "(best baseline)") for n in names]),
         "", md_table(["predictor", *SECONDARY, "ms / 1k queries"], [
-            (n, *(format_estimate(m, b.results[n].estimates[m]) for m in SECONDARY), f"{b.results[n].seconds_per_1k * 1000:.0f}")
+            (n, *(cell(b.results[n].estimates, m) for m in SECONDARY), f"{b.results[n].seconds_per_1k * 1000:.0f}")
             for n in names]),
+        *(["", f"ensemble: {b.ensemble}, the weights chosen on val Hit@5 (never test)."] if b.ensemble else []),
+        "", "Baselines: copy_last, mean_context, ridge and successor_knn read the vectors; encode_context is the bank's "
+        "encoder on the context's texts joined (the most recent kept within its token limit), bm25 ranks the bank's "
+        "texts with them as the query (a ranker: no vector figures). The decision weighs the best model against the "
+        f"best of all of them: here **{b.decision.best_baseline}**.",
         "", "Hit@K: the exact target concept is among the K nearest of the full bank (inner product on unit vectors); "
         "*_no_context: the query's own context concepts removed from the bank. within_article_rank: rank of the target "
         "among its article's concepts (1 = best). margin = cos(pred, target) - cos(pred, last context). CA: share of "
@@ -102,7 +107,7 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         "max cos(target, context); > 1 means copying.", "",
         "## Decoding back to text", "",
         md_table(["predictor", *decoding], [
-            (n, *(format_estimate(m, b.results[n].estimates[m]) if m in b.results[n].estimates else "n/a" for m in decoding))
+            (n, *(cell(b.results[n].estimates, m) for m in decoding))
             for n in names]),
         "", "Retrieval decoding: a prediction reads as the text of its nearest bank concept. decode_bleu1/4: sacrebleu "
         "sentence BLEU (0-1) of that text against the target's text. echo: cosine of the prediction to the decoded "
@@ -121,7 +126,7 @@ def render_markdown(benchmark: Benchmark, texts: np.ndarray, about: dict) -> str
         md_table(["predictor", "hit_at_5", "hit_at_5 re-ranked by lane", "re-ranked - plain"], [
             (n, format_estimate("hit_at_5", b.results[n].estimates["hit_at_5"]),
              format_estimate("hit_at_5", b.results[n].estimates["hit_at_5_lane_reranked"]),
-             format_difference(b.rerank_gain[n])) for n in names]), "",
+             format_difference(b.rerank_gain[n])) for n in names if n in b.rerank_gain]), "",
         "A query's lane is its article's domain, which its target always shares: these gains are what lanes give "
         "when the lane of the text being written is known. The decision above uses the plain cosine order.", "",
         "## Examples", "", *_examples(b, texts),
@@ -157,6 +162,11 @@ def _examples(b: Benchmark, texts: np.ndarray) -> list[str]:
 
 def _mark(row: int, start: int, target: int) -> str:
     return " ✔" if row == target else " (a context concept)" if start <= row < target else ""
+
+
+def cell(estimates: dict[str, Estimate], metric: str) -> str:
+    """A table cell: the metric's estimate, or n/a where the predictor has none (a ranker has no vector figures)."""
+    return format_estimate(metric, estimates[metric]) if metric in estimates else "n/a"
 
 
 def format_estimate(metric: str, e: Estimate) -> str:

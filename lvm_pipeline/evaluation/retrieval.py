@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import faiss
 import numpy as np
@@ -98,27 +98,36 @@ def retrieval_ranks(index: BankIndex, predicted: np.ndarray, queries: Queries, k
     """Per-query hits (n,) float 0/1: `hit_at_{k}`: the target row is among the k nearest rows of the full bank;
     `hit_at_{k}_no_context`: the same with the query's context rows [context_start, target) removed.
 
-    One search per query, K + (context length) deep, gives both. Queries are sorted by that depth and searched
-    in full batches at the deepest depth of each batch (on a flat index the depth costs little, the batch size
-    a lot). Exact on a flat index (up to ties) except for contexts longer than `max_context_depth` (see
-    MAX_CONTEXT_DEPTH).
+    Exact on a flat index (up to ties) except for contexts longer than `max_context_depth` (see
+    MAX_CONTEXT_DEPTH); `ranked_hits` does the counting.
     """
     if index.rows is not None:
         raise ValueError("retrieval_ranks needs an index over the whole bank (ids = bank rows)")
     predicted = np.asarray(predicted)
     if len(predicted) != len(queries):
         raise ValueError(f"{len(predicted)} predictions for {len(queries)} queries")
+    return ranked_hits(lambda rows, depth: index.search(predicted[rows], depth, batch_size)[1], queries, index.size, ks,
+                       batch_size, max_context_depth)
+
+
+def ranked_hits(search: Callable[[np.ndarray, int], np.ndarray], queries: Queries, bank_size: int,
+                ks: Sequence[int] = (1, 5, 10), batch_size: int = 4096,
+                max_context_depth: int = MAX_CONTEXT_DEPTH) -> dict[str, np.ndarray]:
+    """`retrieval_ranks`'s hits for any ranker: `search(query indices, depth)` -> (n, depth) bank rows, best first
+    (-1 pads). One search per query, K + (context length) deep, gives both variants. Queries are sorted by that
+    depth and searched in full batches at the deepest depth of each batch (on a flat index the depth costs little,
+    the batch size a lot)."""
     ks = sorted({int(k) for k in ks})
     full_rank = np.full(len(queries), _NOT_FOUND, dtype=np.int64)  # 0-based; _NOT_FOUND beyond the search depth
     no_context_rank = full_rank.copy()
-    depths = np.minimum(ks[-1] + np.minimum(queries.context_length, max_context_depth), index.size)
+    depths = np.minimum(ks[-1] + np.minimum(queries.context_length, max_context_depth), bank_size)
     capped = queries.context_length > max_context_depth
     by_depth = np.argsort(depths, kind="stable")
     undetermined = 0
     for batch in row_slices(len(by_depth), batch_size):
         rows = by_depth[batch]
         depth = int(depths[rows].max())
-        _, ids = index.search(predicted[rows], depth, batch_size)
+        ids = search(rows, depth)
         target, context_start = queries.target[rows, None], queries.context_start[rows, None]
         is_target = ids == target
         found = is_target.any(axis=1)
@@ -127,7 +136,7 @@ def retrieval_ranks(index: BankIndex, predicted: np.ndarray, queries: Queries, k
         context_before = (in_context & (np.arange(depth) < position[:, None])).sum(axis=1)
         full_rank[rows] = position
         no_context_rank[rows] = np.where(found, position - context_before, _NOT_FOUND)
-        if depth < index.size:
+        if depth < bank_size:
             others_seen = ((ids >= 0) & ~in_context).sum(axis=1)
             undetermined += int(np.sum(capped[rows] & ~found & (others_seen < ks[-1])))
     if undetermined:

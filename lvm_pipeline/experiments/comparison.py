@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +15,8 @@ from statistics import mean
 from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
-from lvm_pipeline.evaluation.report import format_difference, format_estimate, plot_hit_at_k
+from lvm_pipeline.evaluation.context_text import TextEncoder, model_views
+from lvm_pipeline.evaluation.report import cell, format_difference, plot_hit_at_k
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.markdown import md_table
@@ -50,13 +51,15 @@ def entry_name(family: str, variant: str | None, seed: int = 0) -> str:
 
 
 def trained_entry(run_dir: Path, family: str, variant: str | None, sequences: TrainingSequences,
-                  seed: int = 0) -> Entry | str:
-    """The entry of a training run's best checkpoint, or why it is left out (see `trained_model`)."""
+                  seed: int = 0, encoder: TextEncoder | None = None, cache_dir: Path | None = None) -> Entry | str:
+    """The entry of a training run's best checkpoint, or why it is left out (see `trained_model`); a model that
+    reads the text view gets its views from the bank's `encoder` (cached in `cache_dir`)."""
     found = trained_model(run_dir, sequences)
     if isinstance(found, str):
         return found
     model, sidecar, _history = found
-    return Entry(family, variant, ModelPredictor(model, entry_name(family, variant, seed)), sidecar, seed)
+    views = model_views(model, sequences, encoder, cache_dir)
+    return Entry(family, variant, ModelPredictor(model, entry_name(family, variant, seed), views=views), sidecar, seed)
 
 
 @dataclass
@@ -102,10 +105,11 @@ class SeedSpread:
 
 
 def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
-            encode: Callable | None = None) -> Comparison:
-    """Benchmark every entry beside the baselines on the test windows; pair each variant with its family's 1A."""
+            encoder: TextEncoder | None = None, cache_dir: Path | None = None) -> Comparison:
+    """Benchmark every entry beside the baselines (encode_context too with the bank's `encoder`, its embeddings
+    cached in `cache_dir`) on the test windows; pair each variant with its family's 1A."""
     benchmark = run_benchmark(sequences, [entry.predictor for entry in entries], n_resamples=n_resamples, seed=seed,
-                              encode=encode)
+                              encoder=encoder, cache_dir=cache_dir)
     bootstrap = ClusterBootstrap(benchmark.queries.article, n_resamples=n_resamples, seed=seed)
     hit5 = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}
     versus = {}
@@ -119,7 +123,7 @@ def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples:
 def render_markdown(c: Comparison) -> str:
     b = c.benchmark
     kinds = {e.name: ("variant " + e.variant if e.variant else "family") for e in c.entries}
-    rows = [(name, kinds.get(name, "baseline"), *(format_estimate(m, r.estimates[m]) for m in
+    rows = [(name, kinds.get(name, "baseline"), *(cell(r.estimates, m) for m in
                                                   ("hit_at_1", "hit_at_5", "hit_at_10", "cosine")),
              format_difference(b.differences.get(name)) if name in b.differences else "(best baseline)",
              format_difference(c.versus_reference.get(name)))

@@ -4,7 +4,10 @@ A model reads a right-padded batch of concept-vector sequences `x` [batch, seq, 
 encoder, never hard-coded) and predicts, at every position t, the vector of concept t + 1; position t
 never sees positions after t (causality, tested for every family). Optional TMD conditioning: the
 16-D TMD vector ([batch, 16], or per position [batch, seq, 16]) goes through a 16 -> d_model adapter
-and is added to the inputs.
+and is added to the inputs. Optional text view (`text_view`): at every position the encoder's embedding of the
+context's recent text up to it (`evaluation.context_text.context_views`, [batch, seq, D]) goes through a D -> d_model
+adapter, is added to the inputs, and is the residual base, the correction scaled by a gate that starts at 0: the
+model starts from the encode_context baseline and learns what to change.
 
 Families subclass `NextConceptModel` and implement `backbone` ([batch, seq, d_model] -> same, causal);
 they are registered with `@family("name")`. Named configurations (documented dataclasses, a
@@ -32,6 +35,7 @@ class ModelConfig:
     dropout: float = 0.0  # dropout inside the backbone
     tmd: bool = False  # condition on the 16-D TMD vector (16 -> d_model adapter added to the inputs)
     residual: str = "last"  # the output is base + f(...): base "last" = x_t, "mean" = the mean of x_1..x_t, "none" = 0
+    text_view: bool = False  # also read the encoder's embedding of the context text at each t; it is then the base
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,20 +49,31 @@ class NextConceptModel(nn.Module):
         self.config, self.d_input = config, d_input
         self.input_proj = nn.Linear(d_input, config.d_model)
         self.tmd_adapter = nn.Linear(TMD_DIM, config.d_model) if config.tmd else None
+        self.view_adapter = nn.Linear(d_input, config.d_model) if config.text_view else None
         self.output_proj = nn.Linear(config.d_model, d_input)
+        # with the text view the output is view + gate * delta, the gate 0 at first (as ReZero): the first prediction
+        # is encode_context, and the correction grows as the gate learns, not with Adam's first full-size steps
+        self.view_gate = nn.Parameter(torch.zeros(())) if config.text_view else None
 
     def backbone(self, h: torch.Tensor) -> torch.Tensor:
         """[batch, seq, d_model] -> [batch, seq, d_model]; position t may only use positions <= t."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None) -> torch.Tensor:
-        """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16]) -> [batch, seq, D], the next vector at each t."""
+    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16], + the text view [batch, seq, D]) -> [batch, seq, D],
+        the next vector at each t."""
         h = self.input_proj(x)
         if self.tmd_adapter is not None:
             if tmd is None:
                 raise ValueError("this model is TMD-conditioned: pass tmd [batch, 16] or [batch, seq, 16]")
             h = h + self.tmd_adapter(tmd if tmd.dim() == 3 else tmd[:, None, :])
+        if self.view_adapter is not None:
+            if view is None:
+                raise ValueError("this model reads the text view: pass view [batch, seq, D]")
+            h = h + self.view_adapter(view)
         out = self.output_proj(self.backbone(h))
+        if self.view_gate is not None:
+            return view + self.view_gate * out
         return out + residual_base(x, self.config.residual)
 
 

@@ -17,18 +17,25 @@ from lvm_pipeline.evaluation.queries import Queries
 
 
 class ModelPredictor:
-    """`predict(vectors, queries, tmd)` -> (n, D) float32 with `model` in eval mode, without gradients."""
+    """`predict(vectors, queries, tmd)` -> (n, D) float32 with `model` in eval mode, without gradients.
+
+    A model with the text view reads `views` (N, D), the bank-aligned context views (`context_text.context_views`).
+    """
 
     def __init__(self, model: nn.Module, name: str, batch_size: int = 256, device: str | torch.device = "cpu",
-                 max_context: int | None = None):
+                 max_context: int | None = None, views: np.ndarray | None = None):
         self.model, self.name = model.to(device), name
         self.batch_size, self.device, self.max_context = batch_size, torch.device(device), max_context
         self.uses_tmd = bool(getattr(getattr(model, "config", None), "tmd", False))
+        self.uses_view = bool(getattr(getattr(model, "config", None), "text_view", False))
+        self.views = views if self.uses_view else None
 
     def predict(self, vectors: np.ndarray, queries: Queries, tmd: np.ndarray | None = None) -> np.ndarray:
         """`vectors` the bank (array or memory map), `tmd` its (N, 16) TMD vectors (needed by a TMD model)."""
         if self.uses_tmd and tmd is None:
             raise ValueError(f"{self.name} is TMD-conditioned: pass the bank's (N, 16) TMD vectors as tmd")
+        if self.uses_view and self.views is None:
+            raise ValueError(f"{self.name} reads the text view: construct it with the bank's context views")
         lengths = queries.context_length if self.max_context is None else np.minimum(queries.context_length, self.max_context)
         out = np.empty((len(queries), vectors.shape[1]), dtype=np.float32)
         order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
@@ -38,29 +45,33 @@ class ModelPredictor:
             out[members] = self._predict_rows(vectors, starts, lengths[members], tmd if self.uses_tmd else None)
         return out
 
-    def predict_one(self, context_vectors: np.ndarray, context_tmd: np.ndarray | None = None) -> np.ndarray:
-        """The next vector (D,) after one context (L, D) (+ its (L, 16) TMD vectors): for single-query latency."""
-        context = context_vectors if self.max_context is None else context_vectors[-self.max_context:]
-        context = np.array(context, dtype=np.float32)  # a copy: the bank may be a read-only memory map
-        if self.max_context is not None and context_tmd is not None:
-            context_tmd = context_tmd[-self.max_context:]
+    def predict_one(self, context_vectors: np.ndarray, context_tmd: np.ndarray | None = None,
+                    context_views: np.ndarray | None = None) -> np.ndarray:
+        """The next vector (D,) after one context (L, D) (+ its (L, 16) TMD vectors, + its (L, D) text views): for
+        single-query latency."""
+        keep = slice(None) if self.max_context is None else slice(-self.max_context, None)
+        context = np.array(context_vectors[keep], dtype=np.float32)  # a copy: the bank may be a read-only memory map
         if self.uses_tmd and context_tmd is None:
             raise ValueError(f"{self.name} is TMD-conditioned: pass the context's (L, 16) TMD vectors")
-        x = torch.from_numpy(context)[None].to(self.device)
-        tmd = None if context_tmd is None else torch.from_numpy(np.array(context_tmd, dtype=np.float32))[None].to(self.device)
-        return self._run(x, tmd, torch.tensor([len(context) - 1], device=self.device))[0]
+        if self.uses_view and context_views is None:
+            raise ValueError(f"{self.name} reads the text view: pass the context's (L, D) text views")
+        side = {name: torch.from_numpy(np.array(values[keep], dtype=np.float32))[None].to(self.device)
+                for name, values in (("tmd", context_tmd), ("view", context_views)) if values is not None}
+        return self._run(torch.from_numpy(context)[None].to(self.device), side,
+                         torch.tensor([len(context) - 1], device=self.device))[0]
 
     def _predict_rows(self, vectors: np.ndarray, starts: np.ndarray, lengths: np.ndarray, tmd: np.ndarray | None) -> np.ndarray:
         x = torch.from_numpy(right_padded(vectors, starts, lengths)).to(self.device)
-        x_tmd = None if tmd is None else torch.from_numpy(right_padded(tmd, starts, lengths)).to(self.device)
-        return self._run(x, x_tmd, torch.from_numpy(lengths - 1).to(self.device))
+        side = {name: torch.from_numpy(right_padded(values, starts, lengths)).to(self.device)
+                for name, values in (("tmd", tmd), ("view", self.views)) if values is not None}
+        return self._run(x, side, torch.from_numpy(lengths - 1).to(self.device))
 
-    def _run(self, x: torch.Tensor, tmd: torch.Tensor | None, last: torch.Tensor) -> np.ndarray:
+    def _run(self, x: torch.Tensor, side: dict[str, torch.Tensor], last: torch.Tensor) -> np.ndarray:
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                out = self.model(x, tmd) if tmd is not None else self.model(x)
+                out = self.model(x, **side)
                 return out[torch.arange(len(x), device=out.device), last].float().cpu().numpy()
         finally:
             self.model.train(was_training)

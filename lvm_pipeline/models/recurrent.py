@@ -104,6 +104,18 @@ def gru_small() -> GRUConfig:
 
 
 @register_config
+def gru_text_small() -> GRUConfig:
+    """gru_small reading the text view too (the encoder's embedding of the context text at each position)."""
+    return GRUConfig(**SMALL_SIZE, text_view=True)
+
+
+@register_config
+def toy_gru_text() -> GRUConfig:
+    """toy_gru with the text view, for tests."""
+    return GRUConfig(**TOY_SIZE, text_view=True)
+
+
+@register_config
 def gru_768() -> GRUConfig:
     """GRU at the predecessor's width (768) and depth (6)."""
     return GRUConfig(**PREDECESSOR_SIZE)

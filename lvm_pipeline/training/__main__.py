@@ -13,6 +13,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
+
 from lvm_pipeline.datasets.bank import open_bank
 from lvm_pipeline.datasets.sequences import load_sequences
 from lvm_pipeline.errors import PipelineError
@@ -40,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-name", help="the model's name in checkpoints and reports (default: --model)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--views", type=Path, help="a .npy of the bank's context views (N, D), for a model with the "
+                                                  "text view (the lvm_checkpoint asset computes them with the encoder)")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may register more model families and configs); repeatable")
     recipe = parser.add_argument_group("training recipe (TrainConfig)")
@@ -61,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TrainConfig(**{field.name: getattr(args, field.name) for field in fields(TrainConfig)})
         sequences = load_sequences(open_bank(args.bank), args.sequences)
+        views = np.load(args.views, mmap_mode="r") if args.views else None
         result = train(args.model, sequences, args.out, config, model_name=args.model_name, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, views=views)
     except (PipelineError, ValueError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,11 +31,18 @@ class Batch:
     mask: torch.Tensor  # [B, T] bool: real positions
     tmd: torch.Tensor | None  # [B, T, 16] float32 TMD vectors of the input positions, or None
     target_rows: torch.Tensor  # [B, T] int64 bank row of each target (-1 at padding)
+    view: torch.Tensor | None = None  # [B, T, D] float32 text views of the input positions, or None
 
     def to(self, device: torch.device | str) -> Batch:
         tmd = None if self.tmd is None else self.tmd.to(device, non_blocking=True)
+        view = None if self.view is None else self.view.to(device, non_blocking=True)
         return Batch(self.inputs.to(device, non_blocking=True), self.targets.to(device, non_blocking=True),
-                     self.mask.to(device, non_blocking=True), tmd, self.target_rows.to(device, non_blocking=True))
+                     self.mask.to(device, non_blocking=True), tmd, self.target_rows.to(device, non_blocking=True), view)
+
+    @property
+    def side_inputs(self) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs besides the vectors: tmd and view, where the batch has them."""
+        return {name: value for name, value in (("tmd", self.tmd), ("view", self.view)) if value is not None}
 
 
 class ArticleBatches:
@@ -43,12 +50,12 @@ class ArticleBatches:
 
     def __init__(self, vectors: np.ndarray, article_bounds: np.ndarray, batch_size: int, max_len: int, seed: int = 0,
                  tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1, group_by_length: bool = False,
-                 curriculum: tuple[int, int] = (0, 0)):
+                 curriculum: tuple[int, int] = (0, 0), views: np.ndarray | None = None):
         bounds = np.asarray(article_bounds, dtype=np.int64).reshape(-1, 2)
         self.bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]  # one concept has no next one
         if not len(self.bounds):
             raise ValueError("no article of two or more concepts to train on")
-        self.vectors, self.tmd = vectors, tmd
+        self.vectors, self.tmd, self.views = vectors, tmd, views
         self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
         self.rank, self.world_size, self.group_by_length = rank, world_size, group_by_length
         self.curriculum_epochs, self.curriculum_max_len = curriculum  # the first epochs crop to shorter windows
@@ -99,8 +106,9 @@ class ArticleBatches:
         width = int(lengths.max())
         sequences = right_padded(self.vectors, starts, lengths)
         tmd = None if self.tmd is None else right_padded(self.tmd, starts, lengths - 1, width - 1)
+        view = None if self.views is None else torch.from_numpy(right_padded(self.views, starts, lengths - 1, width - 1))
         mask = np.arange(width - 1)[None, :] < (lengths - 1)[:, None]
         whole = torch.from_numpy(sequences)
         target_rows = np.where(mask, starts[:, None] + 1 + np.arange(width - 1)[None, :], -1)
         return Batch(whole[:, :-1], whole[:, 1:], torch.from_numpy(mask), None if tmd is None else torch.from_numpy(tmd),
-                     torch.from_numpy(target_rows))
+                     torch.from_numpy(target_rows), view)

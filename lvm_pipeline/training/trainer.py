@@ -31,7 +31,6 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from lvm_pipeline.arrays import unit_rows
 from lvm_pipeline.datasets.sequences import TrainingSequences
@@ -40,6 +39,7 @@ from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models.base import ModelConfig, NextConceptModel, build_model
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.progress import progress as progress_bar
 from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import (
     check_compatible,
@@ -94,9 +94,10 @@ def learning_rate(step: int, config: TrainConfig, total_steps: int, elapsed_s: f
 
 def train(model_config: ModelConfig | str, sequences: TrainingSequences, out_dir: Path, config: TrainConfig,
           model_name: str | None = None, resume: bool = False, progress: bool = True,
-          on_epoch_end=None) -> TrainResult:
+          on_epoch_end=None, views: np.ndarray | None = None) -> TrainResult:
     """Train a model (a config or a registered config's name) on `sequences`' train articles, validating on its
-    val windows; `on_epoch_end(history_entry)` is called on rank 0 after each validation's checkpoint."""
+    val windows; `on_epoch_end(history_entry)` is called on rank 0 after each validation's checkpoint. `views`: the
+    bank's context views (`context_text.context_views`), for a model with the text view."""
     started = time.monotonic()
     previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled())
@@ -107,7 +108,7 @@ def train(model_config: ModelConfig | str, sequences: TrainingSequences, out_dir
         if world.device.type == "cpu":  # bit-exact resume is promised on CPU; on CUDA it would only warn
             torch.use_deterministic_algorithms(True, warn_only=True)
         name = model_name or (model_config if isinstance(model_config, str) else model_config.family)
-        run = _Run(model_config, name, sequences, Path(out_dir), config, world, resume, progress, on_epoch_end)
+        run = _Run(model_config, name, sequences, Path(out_dir), config, world, resume, progress, on_epoch_end, views)
         return run.train(started)
     finally:
         torch.set_num_threads(previous[0])
@@ -173,7 +174,8 @@ class _Distributed:
 class _Validator:
     """Full-bank Hit@1/5/10 and mean cosine on a seeded subset of the val windows (the index is built once)."""
 
-    def __init__(self, sequences: TrainingSequences, config: TrainConfig, tmd: np.ndarray | None):
+    def __init__(self, sequences: TrainingSequences, config: TrainConfig, tmd: np.ndarray | None,
+                 views: np.ndarray | None):
         queries = sequences.windows["val"]
         if not len(queries):
             raise PipelineError("the val split has no windows to validate on: the bank is too small to train on")
@@ -181,11 +183,13 @@ class _Validator:
             chosen = np.random.default_rng(config.seed).choice(len(queries), config.val_max_queries, replace=False)
             queries = queries.subset(np.sort(chosen))
         self.queries, self.vectors, self.tmd, self.batch_size = queries, sequences.bank.vectors, tmd, config.val_batch_size
+        self.views = views
         self.index = BankIndex(self.vectors)
         self.unit_targets = unit_rows(self.vectors[queries.target], dtype=np.float32)
 
     def __call__(self, model: NextConceptModel, device: torch.device) -> dict[str, float]:
-        predicted = ModelPredictor(model, "validation", self.batch_size, device).predict(self.vectors, self.queries, self.tmd)
+        predicted = ModelPredictor(model, "validation", self.batch_size, device, views=self.views).predict(
+            self.vectors, self.queries, self.tmd)
         hits = retrieval_ranks(self.index, predicted, self.queries, KS)
         cosine = np.einsum("nd,nd->n", unit_rows(predicted, dtype=np.float32), self.unit_targets).mean()
         return {f"hit_at_{k}": float(hits[f"hit_at_{k}"].mean()) for k in KS} | {"cosine": float(cosine)}
@@ -195,7 +199,7 @@ class _Run:
     """One call of `train`: the model, optimizer, data and counters, and the loop over epochs."""
 
     def __init__(self, model_config, name: str, sequences: TrainingSequences, out_dir: Path, config: TrainConfig,
-                 world: _Distributed, resume: bool, progress: bool, on_epoch_end):
+                 world: _Distributed, resume: bool, progress: bool, on_epoch_end, views: np.ndarray | None = None):
         self.name, self.sequences, self.out_dir, self.config, self.world = name, sequences, out_dir, config, world
         last = checkpoint_files(out_dir, "last")
         resuming = resume and last[".state.pt"].is_file()
@@ -208,16 +212,19 @@ class _Run:
         self.model = build_model(model_config, bank.vectors.shape[1]).to(world.device)
         _seed_everything(config.seed + world.rank)  # dropout differs between ranks
         self.tmd = bank_tmd_vectors(bank.column("tmd_bits")) if self.model.config.tmd else None
+        self.views = views if self.model.config.text_view else None
+        if self.model.config.text_view and views is None:
+            raise PipelineError(f"{name} reads the text view: train it with the bank's context views")
         self.data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len,
                                    config.seed, self.tmd, world.rank, world.world_size, config.group_by_length,
-                                   (config.curriculum_epochs, config.curriculum_max_len))
+                                   (config.curriculum_epochs, config.curriculum_max_len), self.views)
         self.hard_negatives = None
         if config.hard_negatives:
             train_rows = np.concatenate([np.arange(a, b) for a, b in sequences.article_bounds("train")])
             self.hard_negatives = HardNegatives(bank.vectors, bank.bank_article, train_rows, config.hard_negatives)
         self.steps_per_epoch = -(-len(self.data) // config.accumulation_steps)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.validate = _Validator(sequences, config, self.tmd) if world.is_main else None
+        self.validate = _Validator(sequences, config, self.tmd, self.views) if world.is_main else None
         self.epoch = self.batch_in_epoch = self.step = self.stale = 0  # stale: validations without a better Hit@5
         self.best_hit_at_5 = -math.inf
         self.kept: list[dict] = []  # per-epoch checkpoints kept: name, hit_at_5, cosine
@@ -267,8 +274,8 @@ class _Run:
         bf16 = config.bf16 and world.device.type == "cuda"
         loss_sum, n_losses, timed_out = torch.zeros((), device=world.device), 0, False
         self.trained.train()
-        bar = tqdm(total=n_batches, initial=self.batch_in_epoch, desc=f"{self.name} epoch {self.epoch + 1}/{config.epochs}",
-                   disable=not (self.progress and world.is_main), leave=False)
+        bar = progress_bar(n_batches, f"{self.name} epoch {self.epoch + 1}/{config.epochs}", "batch", self.batch_in_epoch,
+                           disable=not (self.progress and world.is_main), leave=False)
         for batch in self.data.epoch(self.epoch, skip=self.batch_in_epoch):
             batch = batch.to(world.device)
             index = self.batch_in_epoch
@@ -278,7 +285,7 @@ class _Run:
             sync = nullcontext() if steps_now or world.world_size == 1 else self.trained.no_sync()
             with sync:
                 with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-                    predicted = self.trained(batch.inputs, batch.tmd) if batch.tmd is not None else self.trained(batch.inputs)
+                    predicted = self.trained(batch.inputs, **batch.side_inputs)
                     negatives_for = None if self.hard_negatives is None else (
                         lambda mask, rows=batch.target_rows: self.hard_negatives.for_targets(rows[mask]))
                     loss = training_loss(predicted, batch.targets, batch.mask, config, negatives_for)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from lvm_pipeline.datasets.sequences import TrainingSequences
 from lvm_pipeline.evaluation.baselines import CopyLast
@@ -37,14 +40,17 @@ def loss_is_decreasing(run_dir: Path) -> Verdict:
     return Verdict(True, f"the training loss fell: {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses)} epochs", figures)
 
 
-def val_hit_at_5_vs_copy_last(run_dir: Path, sequences: TrainingSequences) -> Verdict:
-    """Full-bank Hit@5 of the run's best checkpoint and of copy-last on every val window."""
+def val_hit_at_5_vs_copy_last(run_dir: Path, sequences: TrainingSequences,
+                              views_for: Callable[[object], np.ndarray | None] = lambda model: None) -> Verdict:
+    """Full-bank Hit@5 of the run's best checkpoint and of copy-last on every val window (`views_for(model)`: the
+    context views of a model that reads the text view)."""
     model, sidecar = load_checkpoint(Path(run_dir) / "best.safetensors")
     check_compatible(sidecar, sequences.bank, sequences)
     bank, queries = sequences.bank, sequences.windows["val"]
     index = BankIndex(bank.vectors)
     tmd = bank_tmd_vectors(bank.column("tmd_bits")) if model.config.tmd else None
-    model_hits = retrieval_ranks(index, ModelPredictor(model, sidecar["model_name"]).predict(bank.vectors, queries, tmd),
+    model_hits = retrieval_ranks(index, ModelPredictor(model, sidecar["model_name"], views=views_for(model)).predict(
+        bank.vectors, queries, tmd),
                                  queries)["hit_at_5"].mean()
     copy_hits = retrieval_ranks(index, CopyLast().predict(bank.vectors, queries), queries)["hit_at_5"].mean()
     figures = {"val_hit_at_5": float(model_hits), "copy_last_val_hit_at_5": float(copy_hits), "val_queries": len(queries)}
