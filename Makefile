@@ -12,6 +12,8 @@ $(BIN)/lvm-pipeline: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[demo,dev]'
+	# numba compiles ranx's metrics and fusion on first use (about a minute): once, here, into its on-disk cache
+	$(BIN)/python -c "from lvm_pipeline.evaluation.retrieval_benchmark import warm_up_ranx; warm_up_ranx()"
 	touch $@
 
 demo: $(BIN)/lvm-pipeline  ## embedded Postgres + demo landing batches + ingest them all

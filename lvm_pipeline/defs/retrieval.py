@@ -22,8 +22,8 @@ class RetrievalBenchmarkConfig(Config):
                                                      "and the fusion weights chosen on.")
     fused_models: int = Field(default=1, description="The best models on val fused with vec and bm25 (0: every model; "
                                                      "each pair costs a few seconds of ranx).")
-    latency_queries: int = Field(default=20, description="Queries timed one at a time (0: no latency).")
-    latency_batch: int = Field(default=128, description="Queries of the timed batch.")
+    latency_queries: int = Field(default=10, description="Queries timed one at a time (0: no latency).")
+    latency_batch: int = Field(default=64, description="Queries of the timed batch.")
 
 
 @asset(group_name="evaluation", deps=[training_sequences, lvm_checkpoint], kinds={"markdown", "json"})
