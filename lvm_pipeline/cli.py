@@ -28,6 +28,7 @@ log = logging.getLogger("lvm_pipeline")
 DEMO_MODE = "sentence"  # the demo's leads are short: one concept per sentence (DESIGN.md section 4)
 FAR_COSINE = 0.4  # predict: a nearest text below this cosine is called far
 DEMO_TRAIN_SECONDS = 25.0  # per model family (docs/BENCHMARKS.md: where the demo's time goes)
+VARIANT_TRAIN_SECONDS = 45.0  # per variant of `experiments` (docs/EXPERIMENTS.md's figures)
 
 
 def run_logs(debug: bool = False) -> dict:
@@ -410,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiments", help="train the variants 1A-1E of a family, then compare every trained model")
     p.add_argument("--family", choices=FAMILY_NAMES, default="gru", help="the family the variants change (default gru)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANT_NAMES), default=list(VARIANT_NAMES))
-    p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
-                   help=f"wall-clock budget per variant (default {DEMO_TRAIN_SECONDS:g} s; 0: none)")
+    p.add_argument("--train-seconds", type=float, default=VARIANT_TRAIN_SECONDS,
+                   help=f"wall-clock budget per variant (default {VARIANT_TRAIN_SECONDS:g} s; 0: none)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="train each variant once per seed (default 0): the comparison gives the spread over seeds")
     p.set_defaults(func=cmd_experiments)

@@ -253,6 +253,8 @@ def test_a_trained_checkpoint_enters_the_report_beside_the_baselines(database_ur
     assert "| gru | model |" in text and "training_curves" in text
     report_json = json.loads(open(report.asset_materializations_for_node("benchmark_report")[0].metadata["json"].value).read())
     assert {"encode_context", "bm25", "ensemble"} <= set(report_json["predictors"])  # all six baselines, and the ensemble
+    meta = report.asset_materializations_for_node("benchmark_report")[0].metadata
+    assert meta["context_embeddings"].value > 0 and meta["context_embeddings_cost"].value["seconds"] > 0
     assert report_json["kinds"]["encode_context"] == "baseline" and report_json["kinds"]["ensemble"] == "model"
     echo = report_json["predictors"]["gru"]["echo"]  # the real encoder re-encoded the decoded texts
     assert 0 < echo["ci_low"] <= echo["value"] <= echo["ci_high"] <= 1 + 1e-6

@@ -1,5 +1,6 @@
 """The benchmark report: every baseline (and, once trained, every model) on the same test queries and full bank."""
 
+import json
 from typing import Literal
 
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
@@ -12,7 +13,7 @@ from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.evaluation.benchmark import run_benchmark
-from lvm_pipeline.evaluation.context_text import model_views
+from lvm_pipeline.evaluation.context_text import CACHE_PREFIX, model_views
 from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models import FAMILY_NAMES
@@ -29,6 +30,15 @@ class BenchmarkConfig(Config):
                                                       "encode_context, weighted on val (docs/EVALUATION.md).")
     ivf_above: int = Field(default=IVF_ABOVE, description="Banks larger than this are searched with an IVF index, "
                                                           "smaller ones exhaustively (flat).")
+
+
+def context_embedding_cost() -> dict:
+    """What the cached context embeddings (encode_context, the text view) hold and what their last encoding cost."""
+    sidecars = sorted(sequences_dir().glob(f"{CACHE_PREFIX}*.json"))
+    if not sidecars:
+        return {}
+    saved = json.loads(sidecars[-1].read_text())
+    return {"context_embeddings": saved["contexts"], "context_embeddings_cost": MetadataValue.json(saved["last_encode"])}
 
 
 def _invert(bank, bank_encoder):
@@ -81,6 +91,7 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, en
         "chance_hit_at_5": benchmark.chance[5],
         "best_baseline": decision.best_baseline,
         "best_baseline_hit_at_5": best.value,
+        **context_embedding_cost(),
         "report": MetadataValue.md(files.text),
         "markdown": MetadataValue.path(str(files.markdown)),
         "json": MetadataValue.path(str(files.json)),
