@@ -88,10 +88,10 @@ class NextConceptPredictor:
             raise PipelineError("give at least one non-empty sentence of context")
         started = time.perf_counter()
         vectors = self.encoder.encode(context)
+        views = self._views(context, vectors) if self.predictor.uses_view else None  # encoding too
         encoded = time.perf_counter()
         # free text has no TMD codes: a TMD-conditioned model reads the "unknown" (zero) vector at every position
         tmd = np.zeros((len(context), TMD_DIM), dtype=np.float32) if self.predictor.uses_tmd else None
-        views = self._views(context, vectors) if self.predictor.uses_view else None
         predicted = self.predictor.predict_one(vectors, tmd, views)
         predicted_at = time.perf_counter()
         decoded = retrieval_decode(self.index, self.bank.texts, predicted[None], k)
