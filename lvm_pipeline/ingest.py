@@ -42,10 +42,6 @@ QUARANTINE_SAMPLE = 20
 CPE_NAMESPACE = uuid.UUID("6f1d3c2e-4b7a-5e88-9c41-2a0f8e7d6b53")
 
 
-def _progress(total: int | None, unit: str, desc: str):
-    return progress(total, desc, unit)
-
-
 # -- parse ----------------------------------------------------------------------------------
 @dataclass
 class ParseReport:
@@ -87,7 +83,7 @@ def parse_batch(conn, path: Path, batch_id: str | None = None,
         batches.upsert_batch(cur, batch_id, str(path.resolve()), report.content_hash)
         batches.delete_batch_rows(cur, "article", batch_id)
         batches.delete_batch_rows(cur, "quarantine", batch_id)
-        with _progress(None, "record", f"parse {batch_id}") as bar:
+        with progress(None, f"parse {batch_id}", "record") as bar:
             for page in pages(records, ARTICLE_PAGE):
                 report.n_records += len(page)
                 bar.update(len(page))
@@ -203,7 +199,7 @@ def embed_batch(conn, batch_id: str, encoder: SentenceEncoder) -> EmbedReport:
 
 def _progress_pages(source: Iterator[list[tuple]], total: int, unit: str, desc: str) -> Iterator[list[tuple]]:
     """The pages of `source`, counted on a progress bar."""
-    with _progress(total, unit, desc) as bar:
+    with progress(total, desc, unit) as bar:
         for page in source:
             yield page
             bar.update(len(page))

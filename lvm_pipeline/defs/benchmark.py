@@ -13,7 +13,7 @@ from lvm_pipeline.defs.resources import EncoderResource
 from lvm_pipeline.defs.training import beats_copy_last, lvm_checkpoint, training_loss
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.evaluation.benchmark import run_benchmark
-from lvm_pipeline.evaluation.context_text import CACHE_PREFIX, model_views
+from lvm_pipeline.evaluation.context_text import context_embeddings, model_views
 from lvm_pipeline.evaluation.report import write_report
 from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models import FAMILY_NAMES
@@ -32,12 +32,12 @@ class BenchmarkConfig(Config):
                                                           "smaller ones exhaustively (flat).")
 
 
-def context_embedding_cost() -> dict:
-    """What the cached context embeddings (encode_context, the text view) hold and what their last encoding cost."""
-    sidecars = sorted(sequences_dir().glob(f"{CACHE_PREFIX}*.json"))
-    if not sidecars:
+def context_embedding_cost(sequences, encoder: SentenceEncoder | None) -> dict:
+    """What the bank's cached context embeddings (encode_context, the text view) hold and what encoding them cost."""
+    sidecar = context_embeddings(sequences, encoder, sequences_dir()).path.with_suffix(".json") if encoder else None
+    if sidecar is None or not sidecar.is_file():
         return {}
-    saved = json.loads(sidecars[-1].read_text())
+    saved = json.loads(sidecar.read_text())
     return {"context_embeddings": saved["contexts"], "context_embeddings_cost": MetadataValue.json(saved["last_encode"])}
 
 
@@ -91,7 +91,7 @@ def benchmark_report(context: AssetExecutionContext, config: BenchmarkConfig, en
         "chance_hit_at_5": benchmark.chance[5],
         "best_baseline": decision.best_baseline,
         "best_baseline_hit_at_5": best.value,
-        **context_embedding_cost(),
+        **context_embedding_cost(sequences, encoder_of_bank),
         "report": MetadataValue.md(files.text),
         "markdown": MetadataValue.path(str(files.markdown)),
         "json": MetadataValue.path(str(files.json)),

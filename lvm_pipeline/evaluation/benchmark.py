@@ -183,8 +183,14 @@ def measure(predicted: np.ndarray, bank, queries: Queries, index: BankIndex) -> 
 def measure_ranking(ranker: Ranker, bank, queries: Queries, examples: np.ndarray) -> tuple[dict[str, np.ndarray], Decoded]:
     """A ranker's per-query figures (Hit@K from its ranking, both variants; BLEU of its top text) and the texts it
     ranks first for the example queries."""
-    figures = ranked_hits(lambda rows, depth: ranker.search(queries.subset(rows), depth)[1], queries, len(bank), KS)
-    scores, rows = ranker.search(queries, DECODE_K)
+    scores, rows = np.zeros((len(queries), DECODE_K), np.float32), np.full((len(queries), DECODE_K), -1, np.int64)
+
+    def search(members: np.ndarray, depth: int) -> np.ndarray:  # keeps each query's DECODE_K best on the way
+        found_scores, found = ranker.search(queries.subset(members), max(depth, DECODE_K))
+        scores[members], rows[members] = found_scores[:, :DECODE_K], found[:, :DECODE_K]
+        return found[:, :depth]
+
+    figures = ranked_hits(search, queries, len(bank), KS)
     bleu = bleu_scores([str(bank.texts[row]) for row in rows[:, 0]], bank.texts[queries.target])
     figures |= {f"decode_{name}": values for name, values in bleu.items()}
     decoded = Decoded(rows[examples], scores[examples], [[str(bank.texts[r]) for r in found] for found in rows[examples]])

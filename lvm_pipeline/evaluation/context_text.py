@@ -73,14 +73,19 @@ class ContextEmbeddings:
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.directory, self.path = Path(directory), Path(directory) / f"{CACHE_PREFIX}{digest}.npz"
         self._token_counts: np.ndarray | None = None
-        self._cached: dict[tuple[int, int], int] = {}
+        self._cached: dict[tuple[int, int], int] | None = None  # (start, end) -> row of _store; read on first use
         self._starts, self._ends = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self._store = np.zeros((0, vectors.shape[1]), np.float32)
         self.cost = {"encoded": 0, "truncated": 0, "seconds": 0.0, "from_cache": 0}
-        if self.path.is_file():
-            with np.load(self.path) as saved:
-                self._starts, self._ends, self._store = saved["start"], saved["end"], saved["vectors"]
-            self._cached = {(s, e): i for i, (s, e) in enumerate(zip(self._starts.tolist(), self._ends.tolist()))}
+
+    def _load(self) -> dict[tuple[int, int], int]:
+        if self._cached is None:
+            self._cached = {}
+            if self.path.is_file():
+                with np.load(self.path) as saved:
+                    self._starts, self._ends, self._store = saved["start"], saved["end"], saved["vectors"]
+                self._cached = {(s, e): i for i, (s, e) in enumerate(zip(self._starts.tolist(), self._ends.tolist()))}
+        return self._cached
 
     @property
     def token_counts(self) -> np.ndarray:
@@ -95,7 +100,8 @@ class ContextEmbeddings:
         single = ends - starts == 1
         out[single] = self.vectors[starts[single]]
         longer = np.flatnonzero(~single)
-        slots = np.array([self._cached.get(pair, -1) for pair in zip(starts[longer].tolist(), ends[longer].tolist())],
+        cached = self._load()
+        slots = np.array([cached.get(pair, -1) for pair in zip(starts[longer].tolist(), ends[longer].tolist())],
                          dtype=np.int64)
         self.cost["from_cache"] += int(np.count_nonzero(slots >= 0))
         out[longer[slots >= 0]] = self._store[slots[slots >= 0]]
@@ -104,7 +110,7 @@ class ContextEmbeddings:
             pairs = np.unique(np.stack([starts[missing], ends[missing]], axis=1), axis=0)
             encoded = self._encode(pairs[:, 0], pairs[:, 1])
             self._add(pairs, encoded)
-            out[missing] = self._store[[self._cached[pair] for pair in zip(starts[missing].tolist(), ends[missing].tolist())]]
+            out[missing] = self._store[[cached[pair] for pair in zip(starts[missing].tolist(), ends[missing].tolist())]]
         return out
 
     def _encode(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -173,7 +179,15 @@ def model_views(model, sequences, encoder: TextEncoder | None, cache_dir: Path |
     if encoder is None:
         raise PipelineError("this model reads the text view: it needs the bank's encoder (set LVM_ENCODER to it)")
     embeddings = context_embeddings(sequences, encoder, cache_dir)
-    return context_views(embeddings, sequences.bank.article_bounds, sequences.spec.max_context)
+    if embeddings.path not in _VIEWS:  # every family, check and report of a process reads the same views
+        _VIEWS.clear()
+        views = context_views(embeddings, sequences.bank.article_bounds, sequences.spec.max_context)
+        views.flags.writeable = False
+        _VIEWS[embeddings.path] = views
+    return _VIEWS[embeddings.path]
+
+
+_VIEWS: dict[Path, np.ndarray] = {}  # the views of the last cache file model_views read (its name hashes its key)
 
 
 class EncodeContext:
