@@ -2,7 +2,8 @@
 
 `ingest` materializes the same Dagster assets the sensor's runs do, on the same instance, so
 its runs and materializations show in the UI like any other. An expected failure (bad file,
-missing database, another encoder) prints one line and exits non-zero; `--debug` shows the traceback.
+missing database or one that goes away mid-run, another encoder, input that is not UTF-8) prints one
+line and exits non-zero; `--debug` shows the traceback. `dev` leaves no process and no run behind.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import get_args
 
 from lvm_pipeline import db
 from lvm_pipeline.config import export_dagster_environment, settings
-from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.errors import DatabaseUnavailableError, PipelineError
 from lvm_pipeline.experiments.variants import VARIANTS as VARIANT_NAMES
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
@@ -29,6 +32,7 @@ DEMO_MODE = "sentence"  # the demo's leads are short: one concept per sentence (
 FAR_COSINE = 0.4  # predict: a nearest text below this cosine is called far
 DEMO_TRAIN_SECONDS = 25.0  # per model family (docs/BENCHMARKS.md: where the demo's time goes)
 VARIANT_TRAIN_SECONDS = 45.0  # per variant of `experiments` (docs/EXPERIMENTS.md's figures)
+RUN_COMMANDS = ("ingest", "demo", "experiments")  # the commands that materialize assets
 
 
 def run_logs(debug: bool = False) -> dict:
@@ -45,8 +49,27 @@ def prepare_dagster_env() -> None:
         raise PipelineError(f"no dagster.yaml in {home}: run from the project root, or set DAGSTER_HOME")
     with db.connect(db.database_url(config)):  # a clear error now if the database cannot be reached
         pass
-    export_dagster_environment(home, db.dagster_storage_url(config), config.dagster_dir)
+    storage_url = db.dagster_storage_url(config)
+    if config.dagster_pg_url:  # a server of its own: a clear error now too, not "the database went away" later
+        check_reachable(storage_url.replace("postgresql+psycopg2://", "postgresql://", 1), "DAGSTER_PG_URL")
+    export_dagster_environment(home, storage_url, config.dagster_dir)
     config.dagster_dir.mkdir(parents=True, exist_ok=True)
+
+
+def check_reachable(url: str, variable: str) -> None:
+    import psycopg2
+
+    try:
+        psycopg2.connect(url).close()
+    except psycopg2.OperationalError as error:
+        raise DatabaseUnavailableError(f"cannot connect to Dagster's storage ({variable}): {first_line(error)}") from error
+
+
+def cli_run_tags() -> dict[str, str]:
+    """Tags of the runs the CLI starts (in this process: see fail_runs_whose_worker_is_gone)."""
+    from lvm_pipeline.defs.sensors import HOST_TAG
+
+    return {"lvm/launched_by": "cli", HOST_TAG: socket.gethostname()}
 
 
 # -- db ---------------------------------------------------------------------------------------
@@ -115,7 +138,7 @@ def ingest_paths(paths: list[Path], mode: str | None = None, debug: bool = False
             run_config=RunConfig(ops={"raw_articles": RawArticlesConfig(path=str(path.resolve())),
                                       "concept_chunks": ConceptChunksConfig(**({"mode": mode} if mode else {}))},
                                  loggers=run_logs(debug)),
-            raise_on_error=False, tags={"lvm/launched_by": "cli"},
+            raise_on_error=False, tags=cli_run_tags(),
         )
         gates = {e.check_name: e for e in result.get_asset_check_evaluations()}
         not_go = [f"{name}: {e.description}" for name, e in gates.items() if not e.passed]
@@ -238,7 +261,7 @@ def materialize_and_report(selection: list, partition_key: str | None = None, op
     prepare_dagster_env()
     started = time.monotonic()
     result = materialize(selection, instance=DagsterInstance.get(), resources=resources(), partition_key=partition_key,
-                         run_config=RunConfig(ops=ops or {}, loggers=run_logs(debug)), tags={"lvm/launched_by": "cli"},
+                         run_config=RunConfig(ops=ops or {}, loggers=run_logs(debug)), tags=cli_run_tags(),
                          raise_on_error=False)
     for event in result.get_asset_materialization_events():
         name = event.asset_key.to_user_string()
@@ -339,13 +362,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if not args.sentences and sys.stdin.isatty():
         raise PipelineError("give the context as arguments, or one sentence per line on stdin")
-    sentences = [s for s in args.sentences or sys.stdin.read().splitlines() if s.strip()]
+    if args.sentences:  # decoded by Python with surrogateescape: check the bytes as given
+        lines = [utf8_text(os.fsencode(arg), f"argument {i}") for i, arg in enumerate(args.sentences, 1)]
+    else:
+        lines = utf8_text(sys.stdin.buffer.read(), "stdin").splitlines()
+    sentences = [s for s in lines if s.strip()]
     if not sentences:
         raise PipelineError("give at least one non-empty sentence of context")
     config = settings()
+    if args.checkpoint and not args.checkpoint.is_file():
+        raise PipelineError(f"no checkpoint file {args.checkpoint}")
     checkpoint = (args.checkpoint or (family_checkpoint(config.checkpoints_dir, args.family) if args.family else
                                       report_best_checkpoint(config.reports_dir, config.checkpoints_dir)))
-    predictor = NextConceptPredictor(checkpoint, open_bank(config.exports_dir), SentenceEncoder(config.encoder))
+    try:
+        bank = open_bank(config.exports_dir)
+    except FileNotFoundError as error:  # "no concept bank in ...: materialize ordered_vectors first"
+        raise PipelineError(str(error)) from error
+    predictor = NextConceptPredictor(checkpoint, bank, SentenceEncoder(config.encoder))
     result = predictor(sentences, args.k)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -362,15 +395,69 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def utf8_text(data: bytes, where: str) -> str:
+    """`data` decoded, or a PipelineError naming the first byte that is not UTF-8 (and its line, if several)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        where_in = f" (line {line})" if b"\n" in data.rstrip(b"\n") else ""
+        raise PipelineError(f"{where} is not UTF-8 text: byte 0x{data[error.start]:02x} at position {error.start}"
+                            f"{where_in}") from None
+
+
 # -- dev --------------------------------------------------------------------------------------
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Open the Dagster UI (webserver + daemon) on 127.0.0.1, backed by the same PostgreSQL."""
+    """Open the Dagster UI (webserver + daemon) on 127.0.0.1, backed by the same PostgreSQL.
+
+    `dagster dev` runs in a session (process group) of its own, so that nothing it starts outlives it: SIGTERM,
+    SIGINT or SIGHUP here is passed on to it, and what is left of the group STOP_GRACE_SECONDS later (or at a second
+    signal), run workers included, is killed. The runs whose worker is gone are then marked FAILURE (at start too).
+    """
     prepare_dagster_env()
     beside_python = Path(sys.executable).parent / "dagster"  # the venv's, even when it is not activated
     dagster = str(beside_python) if beside_python.exists() else "dagster"
     command = [dagster, "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.port)]
+    abandoned = fail_abandoned_runs()  # e.g. after a `dagster dev` killed before this one
+    if abandoned:
+        print(f"lvm-pipeline dev: {abandoned}", file=sys.stderr)
     print(" ".join(command), flush=True)
-    os.execvp(command[0], command)
+    from lvm_pipeline.processes import DevProcess
+
+    try:
+        dev = DevProcess(command)
+    except FileNotFoundError as error:
+        raise PipelineError(f"cannot run {command[0]}: is dagster installed in this environment?") from error
+    previous = {signum: signal.signal(signum, dev.on_signal) for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = dev.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        dev.kill_group()  # dagster dev itself leaves its code servers running for a while
+    interrupted = fail_abandoned_runs()
+    runs = f"; {interrupted}" if interrupted else ""
+    if dev.first_signal is None:
+        print(f"lvm-pipeline dev: dagster dev exited with code {code}{runs}", file=sys.stderr)
+        return code if code >= 0 else 128 - code  # killed by a signal: as a shell says it
+    name = signal.Signals(dev.first_signal).name
+    if dev.killed:
+        print(f"lvm-pipeline dev: dagster dev did not stop within {dev.grace_seconds:g} s of {name}: killed its "
+              f"process group{runs}", file=sys.stderr)
+        return 1
+    print(f"lvm-pipeline dev: stopped on {name}{runs}", file=sys.stderr)
+    return 0
+
+
+def fail_abandoned_runs() -> str:
+    """fail_runs_whose_worker_is_gone on the project's instance, said in a few words ('' if none)."""
+    from dagster import DagsterInstance
+
+    from lvm_pipeline.defs.runs import fail_runs_whose_worker_is_gone
+
+    with DagsterInstance.get() as instance:
+        gone = fail_runs_whose_worker_is_gone(instance)
+    return f"{len(gone)} run(s) whose worker is gone marked FAILURE: {', '.join(r[:8] for r in gone)}" if gone else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def mode_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--mode", choices=get_args(SegmentationMode), default=None,
-                       help=f"segmentation (default: {DEFAULT_MODE})")
+                       help=f"segmentation (default: the mode the batch was ingested in; a new batch: {DEFAULT_MODE})")
 
     p = sub.add_parser("demo-data", help="write the vital-articles demo corpus as landing batches")
     demo_options(p)
@@ -456,10 +543,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message, without libpq's severity prefix."""
+    line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return re.sub(r"^(FATAL|ERROR|PANIC): +", "", line)
+
+
+def lost_database(error: BaseException) -> BaseException | None:
+    """The error in `error`'s chain (causes and contexts) saying that the connection to PostgreSQL was lost or
+    refused: psycopg2's, with no SQLSTATE (libpq's own) or one of class 08 (connection) or 57P (server shutting
+    down), or dagster-postgres's after its retries. None if there is none."""
+    import psycopg2
+    from dagster_postgres.utils import DagsterPostgresException
+
+    found, seen = None, set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            code = error.pgcode or ""
+            if not code or code.startswith(("08", "57P")):
+                return error  # the driver's own error: it says why
+        elif isinstance(error, DagsterPostgresException):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def database_went_away(command: str, error: BaseException) -> str:
+    during = " during the run" if command in RUN_COMMANDS else ""
+    fix = ("check the server LVM_DATABASE_URL names" if settings().database_url
+           else "start it again with `lvm-pipeline db start`")
+    after = "; the interrupted step's writes were rolled back" if command == "ingest" else ""
+    return f"the database went away{during} ({first_line(error)}): {fix}, then re-run the same command{after}"
+
+
+def from_a_named_logger(record: logging.LogRecord) -> bool:
+    """A filter for the root logger itself: what libraries log straight to it (dagster-postgres's warnings, several
+    lines each, while it retries a lost connection) shows only with -v; named loggers' records never pass here."""
+    return record.name != "root"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not (args.verbose or args.debug):
+        logging.getLogger().addFilter(from_a_named_logger)
     try:
         return args.func(args)
     except PipelineError as error:  # expected: bad input, no database, another encoder, ...
@@ -467,6 +596,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"lvm-pipeline {args.command}: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"lvm-pipeline {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the database server stopped or crashed while we used it: expected too
+        if args.debug or (lost := lost_database(error)) is None:
+            raise
+        print(f"lvm-pipeline {args.command}: {database_went_away(args.command, lost)}", file=sys.stderr)
+        return 2
+    finally:
+        logging.getLogger().removeFilter(from_a_named_logger)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,15 @@ import numpy as np
 
 from lvm_pipeline.arrays import article_bounds, unit_rows
 from lvm_pipeline.db import articles as article_rows
-from lvm_pipeline.db import batches, concepts
+from lvm_pipeline.db import batches, concepts, duplicates
 from lvm_pipeline.db.bulk import copy_vectors, pages
 from lvm_pipeline.db.encoders import register_encoder
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.landing import file_sha256
+from lvm_pipeline.near_duplicates import signature
 from lvm_pipeline.progress import progress
 from lvm_pipeline.segmentation import DEFAULT_MAX_CHARS, DEFAULT_MIN_CHARS, DEFAULT_MODE, SegmentationMode, segment
-from lvm_pipeline.sources import Article, Rejected, read_batch
+from lvm_pipeline.sources import Article, Rejected, SourceError, read_batch
 from lvm_pipeline.sources.records import DEFAULT_MAX_ARTICLE_CHARS
 from lvm_pipeline.text import excerpt
 from lvm_pipeline.tmd.assigners import TmdAssigner
@@ -64,12 +65,14 @@ def parse_batch(conn, path: Path, batch_id: str | None = None,
 
     Duplicate article ids are quarantined: a repeat inside the file, and an id another batch
     already holds (the first batch to ingest an article keeps it). With `clean_html`, texts of
-    plain-text sources that carry HTML are stored as their plain text, and counted.
+    plain-text sources that carry HTML are stored as their plain text, and counted. Each article's
+    MinHash signature is stored for the duplicates gate.
     """
     started = time.perf_counter()
     path = Path(path)
     records = read_batch(path, max_article_chars=max_article_chars, clean_html=clean_html)  # raises for a bad file
     batch_id = batch_id or path.name
+    version = _file_version(path)
     report = ParseReport(batch_id=batch_id, content_hash=file_sha256(path))
     first_seen: dict[str, str] = {}  # article id -> locator of its first occurrence
 
@@ -102,16 +105,26 @@ def parse_batch(conn, path: Path, batch_id: str | None = None,
                 article_rows.copy_articles(cur, (
                     (a.article_id, batch_id, report.n_articles + i, a.title, a.text, a.url, a.metadata)
                     for i, a in enumerate(kept)))
+                duplicates.copy_signatures(cur, ((a.article_id, batch_id, signature(a.text)) for a in kept))
                 report.n_articles += len(kept)
                 report.sample.extend(kept[: SAMPLE - len(report.sample)])
                 cleaned = [a for a in kept if a.html_cleaned]
                 report.n_html_cleaned += len(cleaned)
                 report.html_cleaned.extend(cleaned[: SAMPLE - len(report.html_cleaned)])
                 quarantine(cur, rejected)
+        if _file_version(path) != version:  # raising rolls the stage back: the batch's previous rows stay
+            raise SourceError(f"{path}: the file changed while it was being read ({version[0]:,} -> "
+                              f"{path.stat().st_size:,} bytes); re-run once its writer has finished")
         batches.update_batch(cur, batch_id, status="parsed", n_records=report.n_records,
                            n_articles=report.n_articles, n_quarantined=report.n_quarantined)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _file_version(path: Path) -> tuple[int, int, int]:
+    """(size, mtime in ns, inode): what changes when a file is rewritten or truncated."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _duplicate(article: Article, where: str) -> Rejected:
@@ -137,12 +150,17 @@ def cpe_id(article_id: str, seq: int, start: int, end: int, text: str) -> uuid.U
     return uuid.uuid5(CPE_NAMESPACE, f"{article_id}\x1f{seq}\x1f{start}\x1f{end}\x1f{text}")
 
 
-def chunk_batch(conn, batch_id: str, mode: SegmentationMode = DEFAULT_MODE, min_chars: int = DEFAULT_MIN_CHARS,
+def chunk_batch(conn, batch_id: str, mode: SegmentationMode | None = None, min_chars: int = DEFAULT_MIN_CHARS,
                 max_chars: int = DEFAULT_MAX_CHARS, dataset_source: str = "wikipedia") -> ChunkReport:
-    """Segment the batch's articles into ordered concepts (`cpe_entry` rows) with exact char offsets."""
+    """Segment the batch's articles into ordered concepts (`cpe_entry` rows) with exact char offsets.
+
+    Without a `mode`, a batch keeps the mode it was chunked in last (a new batch: DEFAULT_MODE), so
+    a re-ingest never changes a batch's segmentation unless asked to.
+    """
     started = time.perf_counter()
-    report = ChunkReport(batch_id=batch_id, mode=mode)
     with conn, conn.cursor() as cur:
+        mode = mode or batches.segmentation_mode(cur, batch_id) or DEFAULT_MODE
+        report = ChunkReport(batch_id=batch_id, mode=mode)
         batches.delete_batch_rows(cur, "cpe_entry", batch_id)
         total = article_rows.count_articles(cur, batch_id)
         for page in _progress_pages(article_rows.stream_articles(conn, batch_id, ARTICLE_PAGE), total, "article",

@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg2
@@ -18,16 +20,24 @@ from lvm_pipeline.db.server import EmbeddedPostgres
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    # not under pytest's tmp dir: that is 0700 (the server user must reach it) and its path is long
-    base = Path(tempfile.mkdtemp(prefix="lvm-pg-"))
+@contextmanager
+def own_server(prefix: str, **start) -> Iterator[EmbeddedPostgres]:
+    """A started embedded server in a fresh folder, stopped and removed afterwards (`start`: EmbeddedPostgres.start's)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))  # not pytest's tmp dir: that is 0700 (the server user must reach it)
     base.chmod(0o755)
     server = EmbeddedPostgres(base / "pg")
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        server.start(**start)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    with own_server("lvm-pg-") as server:
+        yield server
 
 
 def _fresh_database(server: EmbeddedPostgres) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from lvm_pipeline import cli
-from lvm_pipeline_tests.conftest import PROJECT_ROOT, landing_dir, other_encoder_dir, write_jsonl
+from lvm_pipeline_tests.conftest import PROJECT_ROOT, landing_dir, other_encoder_dir, own_server, write_jsonl
 
 
 def test_db_url_and_status_with_an_external_server(database_url, capsys):
@@ -70,7 +71,7 @@ def test_expected_failures_print_one_line_and_no_traceback(database_url, dagster
     lines = result.stderr.strip().splitlines()
     assert lines == [f"REJECTED {tmp_path / 'empty.jsonl'}: the file is empty",
                      f"REJECTED {tmp_path / 'notes.csv'}: unsupported file type; supported suffixes: "
-                     ".jsonl, .parquet, .xml, .xml.bz2",
+                     ".jsonl, .jsonl.gz, .jsonl.bz2, .parquet, .xml, .xml.gz, .xml.bz2",
                      f"REJECTED {tmp_path / 'gone.jsonl'}: no such file"]
 
 
@@ -104,3 +105,80 @@ def test_an_unknown_batch_and_another_encoder_fail_with_their_reason(database_ur
     assert "no-such-model' is neither the packaged all-MiniLM-L6-v2 nor a local model directory" in line
     assert "DagsterExecutionStepExecutionError" not in line
 
+
+
+def test_the_database_going_away_during_ingest_is_one_line(tmp_path, vital_records):
+    """A server of the test's own, stopped once the run is under way: one line, exit 2, no traceback."""
+    import psycopg2
+
+    out, err = (tmp_path / "ingest.out").open("w+"), (tmp_path / "ingest.err").open("w+")
+    ingest = None
+    with own_server("lvm-pg-gone-", databases=("lvm",)) as server:
+        try:
+            url = server.url("lvm")
+            batch = write_jsonl(tmp_path / "gone.jsonl", vital_records[:40])
+            env = {k: v for k, v in os.environ.items() if k != "DAGSTER_PG_URL"}  # Dagster's storage: that server too
+            env.update(LVM_DATABASE_URL=url, LVM_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(PROJECT_ROOT),
+                       LVM_DAGSTER_DIR=str(tmp_path / "dagster"))
+            ingest = subprocess.Popen([sys.executable, "-m", "lvm_pipeline.cli", "ingest", str(batch)], cwd=PROJECT_ROOT,
+                                      env=env, stdout=out, stderr=err)
+            deadline = time.monotonic() + 120
+            while True:  # until Dagster says the run has started
+                assert ingest.poll() is None, (tmp_path / "ingest.err").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the run never started"
+                try:
+                    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+                        cur.execute("SELECT count(*) FROM runs WHERE status = 'STARTED'")
+                        if cur.fetchone()[0]:
+                            break
+                except psycopg2.Error:  # Dagster's tables are not there yet
+                    pass
+                time.sleep(0.1)
+            server.stop()
+            code = ingest.wait(timeout=240)  # dagster-postgres retries each write a few times first
+        finally:
+            if ingest and ingest.poll() is None:
+                ingest.kill()
+                ingest.wait(timeout=30)
+    stderr = (tmp_path / "ingest.err").read_text()
+    assert code == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert "Retrying failed database connection" not in stderr  # dagster-postgres's warnings: only with -v
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("lvm-pipeline ingest: the database went away during the run (connection to server"), last
+    assert last.endswith("check the server LVM_DATABASE_URL names, then re-run the same command; "
+                         "the interrupted step's writes were rolled back"), last
+
+
+def test_predict_with_text_that_is_not_utf8_is_one_line(tmp_path):
+    """Checked before any model is needed, whatever the locale says stdin is."""
+    env = dict(os.environ, LVM_DATA_DIR=str(tmp_path / "data"))
+    command = [sys.executable, "-m", "lvm_pipeline.cli", "predict"]
+    stdin = b"Paris is the capital of France.\ncaf\xe9\n"
+    for locale in ("C.UTF-8", "C"):
+        result = subprocess.run(command, input=stdin, capture_output=True, env=dict(env, LC_ALL=locale), cwd=PROJECT_ROOT,
+                                timeout=120)
+        assert (result.returncode, result.stderr.decode().strip()) == (
+            2, f"lvm-pipeline predict: stdin is not UTF-8 text: byte 0xe9 at position {stdin.index(0xe9)} (line 2)")
+    result = subprocess.run([*command, "Paris.", b"caf\xe9"], capture_output=True, env=env, cwd=PROJECT_ROOT, timeout=120)
+    assert (result.returncode, result.stderr.decode().strip()) == (
+        2, "lvm-pipeline predict: argument 2 is not UTF-8 text: byte 0xe9 at position 3")
+
+
+def test_predict_without_a_checkpoint_or_a_bank_is_one_line(tmp_path):
+    env = dict(os.environ, LVM_DATA_DIR=str(tmp_path / "data"))
+    missing = run_cli("predict", "--checkpoint", str(tmp_path / "none.pt"), "Paris.", env=env)
+    assert (missing.returncode, missing.stderr.strip()) == (2, f"lvm-pipeline predict: no checkpoint file {tmp_path / 'none.pt'}")
+    (tmp_path / "model.pt").write_bytes(b"")  # the bank is looked for before the checkpoint is read
+    no_bank = run_cli("predict", "--checkpoint", str(tmp_path / "model.pt"), "Paris.", env=env)
+    assert no_bank.returncode == 2 and "Traceback" not in no_bank.stderr
+    (line,) = no_bank.stderr.strip().splitlines()
+    assert line.startswith(f"lvm-pipeline predict: no concept bank in {tmp_path / 'data' / 'exports'}"), line
+
+
+def test_an_unreachable_dagster_storage_is_one_line_before_any_run(database_url, tmp_path):
+    env = dict(os.environ, DAGSTER_PG_URL=f"postgresql+psycopg2://nobody@/dagster?host={tmp_path}&port=5999")
+    write_jsonl(tmp_path / "b.jsonl", [{"id": "1", "title": "T", "text": "Some text."}])
+    result = run_cli("ingest", str(tmp_path / "b.jsonl"), env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("lvm-pipeline ingest: cannot connect to Dagster's storage (DAGSTER_PG_URL): connection to"), line

@@ -22,6 +22,10 @@ from lvm_pipeline.gates import (
 )
 from lvm_pipeline.gates.chunk_boundaries import is_sentence_complete
 from lvm_pipeline.gates.decoder_baseline import leave_one_out_nearest
+from lvm_pipeline.gates.duplicates import ConceptCopy, check_duplicates
+from lvm_pipeline.gates.quarantine import QuarantineReason, check_quarantine
+from lvm_pipeline.gates.result import Rule, above, below, judge, wilson_interval
+from lvm_pipeline.near_duplicates import find_near_duplicates, signature
 from lvm_pipeline.segmentation import segment
 
 DOMAINS = ["Science", "Mathematics", "Technology", "Engineering", "Medicine", "Psychology", "Philosophy",
@@ -145,11 +149,11 @@ def _chunk(chars: int, end: str = ".") -> str:
 
 
 def test_chunk_boundaries_thresholds():
-    assert check_chunk_boundaries([_chunk(300)] * 10).decision == "GO"
-    assert check_chunk_boundaries([_chunk(300)] * 9 + [_chunk(1200)]).status["long_share"] == "WARN"
-    incomplete = check_chunk_boundaries([_chunk(300)] * 6 + [_chunk(300, ",")] * 4)
+    assert check_chunk_boundaries([_chunk(300)] * 100).decision == "GO"
+    assert check_chunk_boundaries([_chunk(300)] * 90 + [_chunk(1200)] * 10).status["long_share"] == "WARN"
+    incomplete = check_chunk_boundaries([_chunk(300)] * 60 + [_chunk(300, ",")] * 40)
     assert incomplete.decision == "WARN" and incomplete.status["complete_share"] == "WARN"
-    broken = check_chunk_boundaries([_chunk(300)] * 4 + [_chunk(300, ",")] * 6, titles=["T"] * 10)
+    broken = check_chunk_boundaries([_chunk(300)] * 40 + [_chunk(300, ",")] * 60, titles=["T"] * 100)
     assert broken.decision == "STOP"
     assert broken.worst[0]["problem"] == "incomplete ending" and broken.worst[0]["title"] == "T"
     with pytest.raises(ValueError, match="segmentation mode"):
@@ -301,6 +305,9 @@ def _every_gate() -> list[GateResult]:
         check_decoder_baseline(texts, vectors, vectors[:4], 0.01, lambda batch: vectors[: len(batch)],
                                query_index=range(4)),
         check_text_quality(texts + ["<p>left over</p>"], titles + ["Markup"]),
+        check_quarantine(40, [QuarantineReason("malformed JSON", 3, "line 4", "malformed JSON: x", "{")]),
+        check_duplicates(len(ids), 5, [ConceptCopy("Article 1", texts[0], "Article 0", "other.jsonl")], []),
+        check_tmd_distribution([], DOMAINS),
     ]
 
 
@@ -308,12 +315,80 @@ def _every_gate() -> list[GateResult]:
 def test_result_serialises_and_reads(result):
     assert json.loads(json.dumps(result.to_json(), allow_nan=False)) == result.to_json()
     text = result.markdown()
-    assert result.summary in text and result.decision in text
+    assert result.summary in text and (result.decision if result.graded else "not graded") in text
     assert all(f"| {name} |" in text for name in result.figures)
     assert result.passed == (result.decision != "STOP")
 
 
-def test_decoder_on_an_empty_batch_warns_instead_of_crashing():
+def test_decoder_on_an_empty_batch_is_not_graded_instead_of_crashing():
     result = check_decoder_baseline([], np.zeros((0, 8), np.float32), np.zeros((0, 8), np.float32), 0.0,
                                     lambda texts: np.zeros((len(texts), 8), np.float32))
-    assert result.decision == "WARN" and result.figures["n_decoded"] == 0
+    assert not result.graded and result.summary.startswith("not graded") and result.figures["n_decoded"] == 0
+
+
+# --- shares judged with their sample size; empty batches ---------------------------------------------
+
+def test_a_share_is_graded_on_its_interval_so_small_samples_do_not_alert():
+    assert wilson_interval(0.8, 5)[0] == pytest.approx(0.435, abs=1e-3)  # 4 of 5: could well be under 0.5
+    top = Rule((below(0.5),), above(0.7))
+    assert top.grade(0.8, wilson_interval(0.8, 5)) == "GO"
+    assert top.grade(0.8, wilson_interval(0.8, 40)) == "WARN"  # clearly over 0.5, not clearly over 0.7
+    assert top.grade(0.8, wilson_interval(0.8, 1000)) == "STOP"
+    assert top.grade(0.8) == "STOP"  # without a sample size: the point value, as before
+    result = judge("g", {"share": 0.8, "n": 5}, {"share": top}, sizes={"share": 5})
+    assert result.decision == "GO" and result.intervals["share"][2] == 5
+    assert "(n=5)" in result.markdown() and "on the 95% interval" in result.thresholds["share"]
+
+
+def test_tmd_distribution_judges_its_shares_by_articles_not_concepts():
+    single_topic = np.r_[np.full(36, 7), np.full(4, 2)]  # 90% history over 40 articles: STOP
+    assert check_tmd_distribution(single_topic, DOMAINS, n_articles=40).decision == "STOP"
+    codes = np.r_[np.full(28, 7), np.full(12, 2)]  # 70% of the concepts of 5 articles (the daily delta)
+    few = check_tmd_distribution(codes, DOMAINS, n_articles=5)
+    assert few.decision == "GO" and few.figures["n_articles"] == 5 and "n_domains_over_share" not in few.status
+    assert check_tmd_distribution(codes, DOMAINS, n_articles=1000).decision == "WARN"  # the same share, well measured
+
+
+def test_an_empty_batch_is_not_graded_except_by_the_gate_that_says_why():
+    empty = np.zeros((0, 8), np.float32)
+    results = [check_coherence([], [], [], empty), check_chunk_boundaries([]), check_text_quality([]),
+               check_tmd_distribution([], DOMAINS), check_duplicates(0, 0, [], [])]
+    assert all(not r.graded and r.summary.startswith("not graded") for r in results), [r.summary for r in results]
+    nothing = check_data_integrity([], [], empty, 0, 0, 8, [])
+    assert nothing.decision == "STOP" and nothing.status == {"n_concepts": "STOP"}
+    quarantined = check_data_integrity([], [], empty, 0, 0, 8, [], n_quarantined=3)
+    assert not quarantined.graded and "quarantine gate" in quarantined.summary  # that gate gives the one alert
+
+
+def test_quarantine_share_thresholds_and_truncation():
+    reasons = [QuarantineReason("malformed JSON", 100, "line 2", "malformed JSON: Expecting value", "{"),
+               QuarantineReason("empty text", 50, "line 9", "empty text: the 'text' field is blank", "{}")]
+    half = check_quarantine(301, reasons)
+    assert half.decision == "STOP" and half.figures["quarantined_share"] == pytest.approx(150 / 301)
+    assert [row["reason"] for row in half.worst] == ["malformed JSON", "empty text"]  # most frequent first
+    assert check_quarantine(1000, [QuarantineReason("empty text", 2, "line 1", "empty text", "")]).decision == "GO"
+    assert check_quarantine(1000, [QuarantineReason("empty text", 60, "line 1", "empty text", "")]).decision == "WARN"
+    truncated = check_quarantine(500, [QuarantineReason("truncated or corrupt file", 1, "after page 499",
+                                                        "truncated or corrupt file: EOFError", "")])
+    assert truncated.decision == "WARN" and truncated.status["file_truncated"] == "WARN"
+    assert "breaks off after page 499" in truncated.summary
+    assert not check_quarantine(0, []).graded
+
+
+def test_duplicates_grades_exact_copies_and_near_copies():
+    copies = [ConceptCopy("B", f"Sentence {i}.", "A", "a.jsonl") for i in range(30)]
+    stop = check_duplicates(100, 20, copies, [])
+    assert stop.decision == "STOP" and stop.figures["n_already_in_bank"] == 30
+    assert stop.worst[0]["kind"] == "text already in batch a.jsonl"
+    assert check_duplicates(10_000, 1_000, copies[:5], []).decision == "GO"
+    assert check_duplicates(0, 0, [], []).summary.startswith("not graded")
+
+
+def test_minhash_finds_a_lightly_edited_copy_and_not_a_different_article(vital_records):
+    texts = [r["text"] for r in vital_records if len(r["text"].split()) > 80][:6]
+    edited = " ".join("zzz" if i == 40 else w for i, w in enumerate(texts[0].split()))  # one word of 80+
+    earlier = [(f"a{i}", signature(t)) for i, t in enumerate(texts[:5])]
+    found = find_near_duplicates(earlier, [("copy", signature(edited)), ("other", signature(texts[5])),
+                                           ("again", signature(texts[5]))])
+    assert [(d.key, d.of) for d in found] == [("copy", "a0"), ("again", "other")]  # earlier in the batch counts too
+    assert found[0].similarity > 0.8 and found[1].similarity == 1.0

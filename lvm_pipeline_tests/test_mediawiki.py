@@ -1,8 +1,9 @@
-"""MediaWiki XML dumps -> plain-text Articles (dumps built in the test, plain and bz2)."""
+"""MediaWiki XML dumps -> plain-text Articles (dumps built in the test, plain, gzip and bz2)."""
 
 from __future__ import annotations
 
 import bz2
+import gzip
 from xml.sax.saxutils import escape
 
 from lvm_pipeline.sources import Article, Rejected, read_batch
@@ -153,3 +154,42 @@ def test_colon_titles_stay_and_list_items_become_paragraphs():
 
     text = wikitext_to_plain("He read [[Mao: The Unknown Story]] today.[[fr:Paris]]\nFruits:\n* Apple\n* Banana")
     assert text == "He read Mao: The Unknown Story today. Fruits:\n\nApple\n\nBanana"
+
+
+def test_gzipped_dump_reads_like_its_plain_version(tmp_path):
+    data = dump(page(12, "Ada Lovelace", ADA), page(15, "Only templates", "{{Infobox}}"), page(16, "Short", "Short."))
+    plain, packed = tmp_path / "enwiki.xml", tmp_path / "enwiki.xml.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    assert list(read_batch(packed)) == list(read_batch(plain))
+    assert [item.locator for item in read_batch(packed)] == ["page 1 'Ada Lovelace'", "page 2 'Only templates'",
+                                                            "page 3 'Short'"]
+
+
+def test_truncated_gzip_dump_yields_the_pages_before_the_damage_then_one_rejection(tmp_path):
+    data = gzip.compress(dump(*[page(i, f"Page {i}", f"Body of page {i}. " * 600) for i in range(1, 31)]))
+    path = tmp_path / "cut.xml.gz"
+    path.write_bytes(data[: len(data) * 6 // 10])
+    *articles, last = read_batch(path)
+    assert 5 <= len(articles) < 30
+    assert [a.article_id for a in articles] == [str(i) for i in range(1, len(articles) + 1)]
+    assert last.locator == f"after page {len(articles)}"
+    assert last.reason.startswith("truncated or corrupt file: EOFError: Compressed file ended")
+
+
+def test_a_page_mwxml_cannot_read_is_rejected_and_the_next_page_read(tmp_path):
+    path = tmp_path / "fields.xml"
+    path.write_bytes(dump(page(1, "One", "First."), page(2, "Two", "Second."), page(3, "Three", "Third."))
+                     .replace(b"<ns>0</ns>\n    <id>2</id>", b"<ns>zero</ns>\n    <id>2</id>"))
+    one, two, three = read_batch(path)
+    assert (one.text, three.text, three.locator) == ("First.", "Third.", "page 3 'Three'")
+    assert two == Rejected(locator="page 2", excerpt="",
+                           reason="malformed page: ValueError: invalid literal for int() with base 10: 'zero'")
+
+
+def test_wikitext_nested_too_deeply_to_parse_is_rejected(tmp_path):
+    path = tmp_path / "deep.xml"
+    path.write_bytes(dump(page(1, "Deep", "{{" * 5_000 + "x" + "}}" * 5_000), page(2, "Fine", "Fine text.")))
+    deep, fine = read_batch(path)
+    assert deep.reason == "malformed wikitext: nested too deeply to parse" and deep.article_id == "1"
+    assert fine.text == "Fine text."

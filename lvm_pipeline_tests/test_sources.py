@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
+import tracemalloc
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lvm_pipeline.landing import scan_landing
 from lvm_pipeline.sources import (
     SUPPORTED_SUFFIXES,
     Article,
@@ -18,7 +22,7 @@ from lvm_pipeline.sources import (
     read_batch,
     source_format,
 )
-from lvm_pipeline.sources.records import to_article
+from lvm_pipeline.sources.records import MAX_NESTING, NESTED_TOO_DEEPLY, to_article
 from lvm_pipeline.text import EXCERPT_CHARS
 
 
@@ -35,9 +39,10 @@ def by_locator(items) -> dict:
 
 
 def test_source_format_by_suffix_case_insensitive():
-    assert [source_format(f"b{s.upper()}") for s in SUPPORTED_SUFFIXES] == ["jsonl", "parquet", "mediawiki",
-                                                                           "mediawiki"]
-    assert source_format("dump.XML.BZ2") == "mediawiki"
+    assert [source_format(f"b{s.upper()}") for s in SUPPORTED_SUFFIXES] == ["jsonl", "jsonl", "jsonl", "parquet",
+                                                                           "mediawiki", "mediawiki", "mediawiki"]
+    assert source_format("dump.XML.BZ2") == "mediawiki" and source_format("b.jsonl.gz") == "jsonl"
+    assert source_format("b.parquet.gz") is None and source_format("b.gz") is None
     assert source_format("notes.txt") is None and source_format("x.json") is None
 
 
@@ -192,3 +197,140 @@ def test_to_article_keeps_json_safe_metadata():
                          "row 1", 100)
     assert article.metadata == {"when": "int64", "tags": ["a", 1]}
     json.dumps(article.metadata)
+
+
+TOO_DEEP = "malformed JSON: nested too deeply (more than 100 levels of arrays and objects)"
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    """`leaf` inside `depth` lists, built without recursion."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("deep", [
+    b"[" * 200_000 + b"]" * 200_000,  # the stdlib parser gives up (RecursionError)
+    b'{"a":' * 200_000 + b"1" + b"}" * 200_000,
+    b'{"id": "d", "title": "T", "text": "x", "meta": ' + b"[" * 900 + b"]" * 900 + b"}",  # parses; the walks recursed
+])
+def test_jsonl_a_line_nested_too_deeply_is_rejected_and_the_next_line_read(tmp_path, deep):
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(line(good(1)) + deep + b"\n" + line(good(3)))
+    first, rejected, third = read_batch(path)
+    assert (first.article_id, third.article_id, third.locator) == ("a1", "a3", "line 3")
+    assert rejected == Rejected(locator="line 2", reason=TOO_DEEP, excerpt=rejected.excerpt)
+    assert len(rejected.excerpt) <= EXCERPT_CHARS
+
+
+def test_jsonl_nesting_limit_is_exact(tmp_path):
+    path = tmp_path / "limit.jsonl"
+    # the record is the first level: its field holds the other MAX_NESTING - 1, then one too many
+    path.write_bytes(line(good(1, meta=nested(MAX_NESTING - 1))) + line(good(2, meta=nested(MAX_NESTING))))
+    kept, rejected = read_batch(path)
+    assert kept.metadata == {"meta": nested(MAX_NESTING - 1)} and rejected.reason == TOO_DEEP
+
+
+def test_to_article_rejects_a_record_nested_too_deeply_without_recursing():
+    rejected = to_article(good(1, meta=nested(50_000)), "row 1", 100)  # no JSON text: a Parquet-like record
+    assert rejected.reason == NESTED_TOO_DEEPLY and rejected.article_id == "a1"
+    assert rejected.excerpt.startswith('{"id": "a1"') and len(rejected.excerpt) <= EXCERPT_CHARS
+    not_an_object = to_article(nested(50_000), "row 2", 100)
+    assert not_an_object.reason == "not an object: expected a JSON object, got an array"
+
+
+def test_jsonl_an_integer_too_long_to_convert_is_rejected(tmp_path):
+    path = tmp_path / "bigint.jsonl"
+    path.write_bytes(b'{"id": "a1", "title": "T", "text": "x", "n": ' + b"9" * 5_000 + b"}\n" + line(good(2)))
+    rejected, kept = read_batch(path)
+    assert rejected.reason == "malformed JSON: an integer of more than 4,300 digits" and kept.article_id == "a2"
+
+
+def test_metadata_is_strict_json_without_nan_or_infinities(tmp_path):
+    path = tmp_path / "nan.jsonl"
+    path.write_bytes(b'{"id": "a1", "title": "T", "text": "x", "score": NaN, "big": 1e400, "v": [-Infinity, 0.5]}\n')
+    (article,) = read_batch(path)
+    assert article.metadata == {"score": "nan", "big": "inf", "v": ["-inf", 0.5]}
+    json.dumps(article.metadata, allow_nan=False)  # what PostgreSQL jsonb accepts
+
+
+def test_parquet_a_value_python_cannot_hold_rejects_its_row_only(tmp_path):
+    path = tmp_path / "ts.parquet"
+    write_parquet(path, {"id": ["a", "b", "c"], "title": ["T"] * 3, "text": ["x"] * 3,
+                         "seen": pa.array([0, 10**15, 1], pa.timestamp("s"))})  # row 2: far past year 9999
+    first, bad, third = read_batch(path)
+    assert (first.article_id, third.article_id, third.locator) == ("a", "c", "row 3")
+    assert bad.locator == "row 2" and bad.reason.startswith(
+        "unreadable value: column 'seen' holds a value Python cannot represent: OverflowError")
+
+
+def test_parquet_column_names_that_are_not_utf8_raise_eagerly(tmp_path):
+    path = tmp_path / "names.parquet"
+    write_parquet(path, {"id": ["a"], "title": ["T"], "text": ["x"], "café": [1]})
+    path.write_bytes(path.read_bytes().replace("café".encode(), b"caf\xff\xff"))  # the footer's schema, damaged
+    with pytest.raises(SourceError, match="not a readable Parquet file: 'utf-8' codec can't decode byte 0xff"):
+        read_batch(path)
+
+
+def gzip_batch(path, data: bytes) -> None:
+    path.write_bytes(gzip.compress(data))
+
+
+@pytest.mark.parametrize(("suffix", "compress"), [(".jsonl.gz", gzip.compress), (".jsonl.bz2", bz2.compress)])
+def test_compressed_jsonl_reads_like_its_plain_version(tmp_path, suffix, compress):
+    data = b"".join([line(good(1)), b"\n", b"{oops\n", line(good(4))])
+    plain, packed = tmp_path / "b.jsonl", tmp_path / f"b{suffix}"
+    plain.write_bytes(data)
+    packed.write_bytes(compress(data))
+    assert list(read_batch(packed)) == list(read_batch(plain))
+    assert [item.locator for item in read_batch(packed)] == ["line 1", "line 3", "line 4"]
+
+
+def test_gzipped_jsonl_is_streamed_not_decompressed_whole(tmp_path):
+    path = tmp_path / "big.jsonl.gz"
+    n = 4_000
+    gzip_batch(path, b"".join(line(good(i, text="word " * 400)) for i in range(n)))  # 8 MB decompressed
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in read_batch(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == n and peak < 2_000_000
+
+
+def test_truncated_gzip_jsonl_keeps_the_lines_before_the_break_then_one_rejection(tmp_path):
+    data = gzip.compress(b"".join(line(good(i, text=f"Body {i} " * 50)) for i in range(1, 2_001)))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(data[: len(data) * 6 // 10])
+    *articles, last = read_batch(path)
+    assert 100 < len(articles) < 2_000
+    assert [a.article_id for a in articles] == [f"a{i}" for i in range(1, len(articles) + 1)]
+    assert all(isinstance(a, Article) for a in articles)  # the line cut by the break is not one of them
+    assert last.locator == f"after line {len(articles)}"
+    assert last.reason.startswith("truncated or corrupt file: EOFError: Compressed file ended")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("b.jsonl.gz", "gzip"), ("b.xml.gz", "gzip"), ("b.jsonl.bz2", "bzip2")])
+def test_a_compressed_suffix_on_an_uncompressed_file_raises_eagerly(tmp_path, name, kind):
+    path = tmp_path / name
+    path.write_bytes(line(good(1)))
+    with pytest.raises(SourceError, match=rf"{name}: not a {kind} file"):
+        read_batch(path)  # no next(): the call itself raises
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\n\t \r\n"])
+@pytest.mark.parametrize("name", ["empty.jsonl.gz", "empty.xml.gz", "empty.jsonl.bz2", "empty.xml.bz2"])
+def test_an_empty_compressed_file_raises_eagerly(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(bz2.compress(content) if name.endswith(".bz2") else gzip.compress(content))
+    with pytest.raises(EmptySourceError, match=name):
+        read_batch(path)
+
+
+def test_landing_scan_picks_up_compressed_batches(tmp_path):
+    gzip_batch(tmp_path / "b.jsonl.gz", line(good(1)))
+    (tmp_path / "b.parquet.gz").write_bytes(b"x")
+    scan = scan_landing(tmp_path, {})
+    assert [name for name, _ in scan.new] == ["b.jsonl.gz"]
+    assert [name for name, _ in scan.skipped] == ["b.parquet.gz"]

@@ -86,14 +86,15 @@ def test_sentences_shuffled_across_articles_stop_coherence_and_stay_out_of_the_b
     assert "good.jsonl: included in training data" in out
 
 
-def test_a_single_domain_batch_stops_on_tmd_distribution(database_url, dagster_instance):
+def test_a_single_domain_batch_alerts_on_tmd_distribution_judged_by_its_article_count(database_url, dagster_instance):
     from lvm_pipeline.sources.vital_articles import load_vital_articles
 
     history = [r for r in load_vital_articles() if r["topic"] == "History"][:30]
     result = run_batch(dagster_instance, "history.jsonl", history)
     tmd = checks(result)["tmd_distribution"]
-    assert tmd.metadata["decision"].value == "STOP", tmd.description
-    assert not result.success
+    # 73% of 30 articles cannot be told from 70% (the STOP bar), but is clearly over 50% (the GO bar): WARN
+    assert tmd.metadata["decision"].value == "WARN" and "95% interval" in tmd.description, tmd.description
+    assert tmd.metadata["top_share"].value > 0.7 and tmd.metadata["n_articles"].value == 30
 
 
 def test_thresholds_are_set_per_run(database_url, dagster_instance, conn, vital_records):

@@ -11,13 +11,17 @@ On disk, in one folder (`data/exports/` by default):
   as fixed-width unicode arrays, so it loads without allow_pickle.
 
 `export_bank` streams from PostgreSQL page by page into the files: its memory is bounded by a
-page, not by the bank. Files appear atomically (written under temporary names, then renamed).
+page, not by the bank. The three files are written whole under hidden temporary names, then renamed
+into place together, the manifest last: an export that fails (database gone, disk full) leaves the
+previous bank as it was, and no temporary file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +34,7 @@ from lvm_pipeline.arrays import article_bounds
 from lvm_pipeline.db.bulk import read_snapshot
 from lvm_pipeline.db.concepts import BANK_COLUMNS, count_bank, stream_bank
 from lvm_pipeline.db.encoders import registered_encoders
-from lvm_pipeline.files import atomic_write
+from lvm_pipeline.files import atomic_files, atomic_write
 from lvm_pipeline.tmd.schema import domain_of_bits
 
 VECTORS_FILE = "bank_vectors.npy"
@@ -70,24 +74,21 @@ def export_bank(conn, batches: list[tuple[str, str]], out_dir: Path, legacy_npz:
     dimension, fingerprint = encoders[0] if encoders else (0, None)
     digest = hashlib.sha256(json.dumps([fingerprint, batches]).encode())
     written = 0
-
-    def write_vectors_and_concepts(vectors_file) -> None:
-        nonlocal written
+    with atomic_files(out_dir / VECTORS_FILE, out_dir / CONCEPTS_FILE, out_dir / MANIFEST_FILE) as (
+            vectors_file, concepts_file, manifest_file):
         np.lib.format.write_array_header_1_0(vectors_file, {"descr": "<f4", "fortran_order": False,
                                                             "shape": (n, dimension)})
-        with _ParquetSink(out_dir / CONCEPTS_FILE) as concepts:
+        with _parquet_writer(concepts_file) as concepts:
             for rows, vectors in stream_bank(conn, batch_ids, page_size):
                 vectors_file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-                concepts.write(rows)
+                concepts.write_table(pa.table(dict(zip(BANK_COLUMNS, zip(*rows))), schema=_SCHEMA))
                 digest.update("".join(f"{row[0]}\n" for row in rows).encode())
                 written += len(rows)
         if written != n:  # cannot happen in one snapshot; never write a header that lies
             raise RuntimeError(f"bank export read {written} concepts, counted {n}")
-
-    atomic_write(out_dir / VECTORS_FILE, write_vectors_and_concepts)
-    conn.rollback()  # end the read-only snapshot
-    version = digest.hexdigest()[:16]
-    _write_manifest(out_dir, n, dimension, fingerprint, version, batches)
+        conn.rollback()  # end the read-only snapshot
+        version = digest.hexdigest()[:16]
+        manifest_file.write(_manifest(n, dimension, fingerprint, version, batches))
     if legacy_npz:
         write_legacy_npz(open_bank(out_dir), out_dir / LEGACY_NPZ_FILE)
     return BankExport(out_dir, n, dimension, version, (out_dir / VECTORS_FILE).stat().st_size)
@@ -99,43 +100,36 @@ def write_bank(out_dir: Path, vectors: np.ndarray, concepts: dict[str, list], en
     concept ids in order and the fingerprint."""
     out_dir = Path(out_dir)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    atomic_write(out_dir / VECTORS_FILE, lambda f: np.save(f, vectors))
     concepts = {"domain_code": domain_of_bits(np.asarray(concepts["tmd_bits"])).tolist(), **concepts}
     table = pa.table({name: concepts[name] for name in BANK_COLUMNS}, schema=_SCHEMA)
-    atomic_write(out_dir / CONCEPTS_FILE, lambda f: pq.write_table(table, f))
     digest = hashlib.sha256(json.dumps([encoder_fingerprint, []]).encode())
     digest.update("".join(f"{cpe_id}\n" for cpe_id in concepts["cpe_id"]).encode())
-    _write_manifest(out_dir, len(vectors), vectors.shape[1], encoder_fingerprint, digest.hexdigest()[:16], [])
+    manifest = _manifest(len(vectors), vectors.shape[1], encoder_fingerprint, digest.hexdigest()[:16], [])
+    with atomic_files(out_dir / VECTORS_FILE, out_dir / CONCEPTS_FILE, out_dir / MANIFEST_FILE) as handles:
+        np.save(handles[0], vectors)
+        pq.write_table(table, handles[1])
+        handles[2].write(manifest)
     return open_bank(out_dir)
 
 
-def _write_manifest(out_dir: Path, n: int, dimension: int, fingerprint: str | None, version: str,
-                    batches: list[tuple[str, str]]) -> None:
+def _manifest(n: int, dimension: int, fingerprint: str | None, version: str, batches: list[tuple[str, str]]) -> bytes:
     manifest = {"n_concepts": n, "dimension": dimension, "encoder_fingerprint": fingerprint, "version": version,
                 "batches": [{"batch_id": b, "content_hash": h} for b, h in batches]}
-    atomic_write(out_dir / MANIFEST_FILE, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    return json.dumps(manifest, indent=2).encode()
 
 
-class _ParquetSink:
-    """Rows appended to a Parquet file one row group per page, renamed into place on success."""
-
-    def __init__(self, path: Path):
-        self.path, self.temp = path, path.with_name(f".{path.name}.tmp")
-        self.writer = pq.ParquetWriter(self.temp, _SCHEMA)
-
-    def write(self, rows: list[tuple]) -> None:
-        columns = list(zip(*rows))
-        self.writer.write_table(pa.table(dict(zip(BANK_COLUMNS, columns)), schema=_SCHEMA))
-
-    def __enter__(self) -> _ParquetSink:
-        return self
-
-    def __exit__(self, error_type, *_) -> None:
-        self.writer.close()
-        if error_type is None:
-            self.temp.replace(self.path)
-        else:
-            self.temp.unlink(missing_ok=True)
+@contextmanager
+def _parquet_writer(handle) -> Iterator[pq.ParquetWriter]:
+    """A ParquetWriter on an open file (a row group per write). After a failure it is closed quietly, so
+    that the failure surfaces, not a second one from the half-written file."""
+    writer = pq.ParquetWriter(handle, _SCHEMA)
+    try:
+        yield writer
+    except BaseException:
+        with suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
 
 
 class Bank:

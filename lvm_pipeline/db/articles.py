@@ -43,3 +43,13 @@ def article_descriptions(cur, batch_id: str) -> dict[str, str]:
     cur.execute("SELECT article_id, metadata->>'description' FROM article "
                 "WHERE batch_id = %s AND jsonb_typeof(metadata->'description') = 'string'", (batch_id,))
     return dict(cur.fetchall())
+
+
+def quarantine_reasons(cur, batch_id: str) -> list[tuple[str, int, str, str, str]]:
+    """Per reason kind (the part before the first ':'): (kind, count, and the first record's locator, reason, excerpt)."""
+    cur.execute(
+        """SELECT DISTINCT ON (kind) kind, count(*) OVER (PARTITION BY kind), locator, reason, raw_excerpt
+           FROM (SELECT split_part(reason, ':', 1) AS kind, * FROM quarantine WHERE batch_id = %s) q
+           ORDER BY kind, quarantine_id""",
+        (batch_id,))
+    return cur.fetchall()

@@ -30,6 +30,7 @@ class BatchState:
     content_hash: str
     status: str
     excluded_reason: str | None
+    segmentation_mode: str | None
 
 
 def upsert_batch(cur, batch_id: str, file_path: str, content_hash: str) -> None:
@@ -67,6 +68,12 @@ def segmentation_mode(cur, batch_id: str) -> str | None:
     return row[0] if row else None
 
 
+def record_counts(cur, batch_id: str) -> tuple[int, int]:
+    """(records read, records quarantined) of the batch's file as parsed last; (0, 0) for no such batch."""
+    cur.execute("SELECT n_records, n_quarantined FROM batch WHERE batch_id = %s", (batch_id,))
+    return cur.fetchone() or (0, 0)
+
+
 def batch_summaries(cur) -> list[BatchSummary]:
     """Every batch with its counters and the vectors actually stored."""
     cur.execute(
@@ -77,7 +84,7 @@ def batch_summaries(cur) -> list[BatchSummary]:
 
 
 def batch_states(cur) -> list[BatchState]:
-    cur.execute("SELECT batch_id, content_hash, status, excluded_reason FROM batch ORDER BY batch_id")
+    cur.execute("SELECT batch_id, content_hash, status, excluded_reason, segmentation_mode FROM batch ORDER BY batch_id")
     return [BatchState(*row) for row in cur.fetchall()]
 
 

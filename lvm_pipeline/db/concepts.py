@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from pgvector.psycopg2 import register_vector
 
-from lvm_pipeline.db.batches import content_hash, segmentation_mode
+from lvm_pipeline.db.batches import content_hash, record_counts, segmentation_mode
 from lvm_pipeline.db.bulk import copy_rows, stream
 from lvm_pipeline.db.encoders import registered_encoders
 from lvm_pipeline.tmd.schema import NOT_ASSIGNED, UNKNOWN
@@ -67,6 +67,7 @@ class BatchConcepts:
     n_vectors: int
     dimension: int
     fingerprints: list[str]
+    n_quarantined: int = 0  # records of the batch's file that were quarantined
 
 
 def load_batch(conn, batch_id: str) -> BatchConcepts:
@@ -74,6 +75,7 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
     register_vector(conn)  # vectors arrive as numpy arrays (binary), not text
     with conn.cursor() as cur:
         digest, mode = content_hash(cur, batch_id), segmentation_mode(cur, batch_id)
+        _, n_quarantined = record_counts(cur, batch_id)
         encoders = registered_encoders(cur)
         cur.execute(
             """SELECT e.cpe_id::text, e.article_id, e.article_title, e.concept_text, e.seq_in_article,
@@ -95,7 +97,7 @@ def load_batch(conn, batch_id: str) -> BatchConcepts:
         domain_codes=np.array([r[5] for r in rows], dtype=np.int16),
         tmd_bits=np.array([r[7] for r in rows], dtype=np.int32), vectors=vectors,
         n_vectors=sum(r[6] is not None for r in rows), dimension=dimension,
-        fingerprints=[fp for _, fp in encoders])
+        fingerprints=[fp for _, fp in encoders], n_quarantined=n_quarantined)
 
 
 BANK_COLUMNS = ("cpe_id", "batch_id", "article_id", "seq_in_article", "concept_text", "tmd_bits", "domain_code")

@@ -18,6 +18,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import psycopg2
 from psycopg2 import sql
 
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.processes import is_zombie, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class EmbeddedPostgres:
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             if self._running_pid() is None:
+                self._wait_until_reaped()
                 self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.pgdata / "server.log"),
                              "-o", f"-c listen_addresses='' -k {self.socket_dir} -p {SOCKET_PORT}")
             for name in databases:
@@ -112,19 +115,34 @@ class EmbeddedPostgres:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _running_pid(self) -> int | None:
-        pidfile = self.pgdata / "postmaster.pid"
+    def _pidfile_pid(self) -> int | None:
         try:
-            pid = int(pidfile.read_text().split("\n", 1)[0])
+            return int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
         except (FileNotFoundError, ValueError, PermissionError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+
+    def _running_pid(self) -> int | None:
+        pid = self._pidfile_pid()
+        if pid is None or not process_alive(pid):
             return None
-        except PermissionError:
-            pass  # alive, owned by another user
         return pid if (self.socket_dir / f".s.PGSQL.{SOCKET_PORT}").exists() else None
+
+    def _wait_until_reaped(self, timeout: float = 30.0) -> None:
+        """After a crash: wait for the dead postmaster to leave the process table.
+
+        PostgreSQL will not start while the pid in `postmaster.pid` exists, and a killed postmaster
+        stays a zombie until its parent (usually init) reaps it; the pid file must not be removed
+        by hand (it is how PostgreSQL detects orphaned backends).
+        """
+        pid = self._pidfile_pid()
+        deadline = time.monotonic() + timeout
+        while pid is not None and is_zombie(pid):
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(
+                    f"the previous embedded PostgreSQL (pid {pid}) died but its parent has not reaped it "
+                    f"for {timeout:.0f} s; PostgreSQL cannot start until it has (run under an init that "
+                    f"reaps zombies, e.g. `docker run --init`)")
+            time.sleep(0.05)
 
     def _initdb(self) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,9 @@ class RawArticlesConfig(Config):
 
 
 class ConceptChunksConfig(Config):
-    mode: Literal["sentence", "packed"] = Field(
-        default=DEFAULT_MODE, description="one concept per sentence, or whole sentences packed toward min..max chars")
+    mode: Literal["recorded", "sentence", "packed"] = Field(
+        default="recorded", description="one concept per sentence, or whole sentences packed toward min..max chars; "
+                                        f"recorded: the mode the batch was chunked in last (a new batch: {DEFAULT_MODE})")
     min_chars: int = DEFAULT_MIN_CHARS
     max_chars: int = DEFAULT_MAX_CHARS
     dataset_source: str = Field(default="wikipedia", description="cpe_entry.dataset_source")
@@ -79,8 +80,9 @@ def concept_chunks(context: AssetExecutionContext, config: ConceptChunksConfig,
                    database: PostgresResource) -> MaterializeResult:
     """Segment the batch's articles into ordered concepts (`cpe_entry`) with exact char offsets."""
     with database.connect() as conn:
-        report = ingest.chunk_batch(conn, context.partition_key, config.mode, config.min_chars,
-                                    config.max_chars, config.dataset_source)
+        mode = None if config.mode == "recorded" else config.mode
+        report = ingest.chunk_batch(conn, context.partition_key, mode, config.min_chars, config.max_chars,
+                                    config.dataset_source)
     lengths = report.lengths or [0]
     return MaterializeResult(metadata={
         "mode": report.mode,

@@ -34,9 +34,9 @@ def check_result(result: GateResult, blocking: bool) -> AssetCheckResult:
     return AssetCheckResult(
         passed=result.decision == "GO",
         severity=AssetCheckSeverity.ERROR if stop and blocking else AssetCheckSeverity.WARN,
-        description=f"{result.decision}: {result.summary}",
+        description=f"{result.decision}: {result.summary}" if result.graded else result.summary,
         metadata={
-            "decision": result.decision,
+            "decision": result.decision if result.graded else "not graded",
             **{name: value for name, value in result.figures.items() if isinstance(value, (int, float))},
             "thresholds": MetadataValue.json(result.thresholds),
             "report": MetadataValue.md(result.markdown()),

@@ -4,7 +4,18 @@ Thin wrappers: the work is in `lvm_pipeline.datasets`; these add config, the lea
 metadata a person can read in the UI.
 """
 
-from dagster import AssetCheckResult, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset, asset_check
+from typing import Literal
+
+from dagster import (
+    AssetCheckResult,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
 from pydantic import Field
 
 from lvm_pipeline import validation
@@ -26,12 +37,16 @@ from lvm_pipeline.defs.checks import check_result
 from lvm_pipeline.defs.resources import PostgresResource
 from lvm_pipeline.gates.leakage import check_leakage
 from lvm_pipeline.markdown import md_table
+from lvm_pipeline.validation.eligibility import MixedSegmentationError, bank_batches
 
 GROUP = "datasets"
 
 
 class OrderedVectorsConfig(Config):
     legacy_npz: bool = Field(default=False, description="Also write the predecessor's ordered NPZ (loads the bank whole).")
+    segmentation_mode: Literal["single", "sentence", "packed"] = Field(
+        default="single", description="single: the passing batches must share one mode (else the run fails, saying "
+                                      "which); sentence / packed: only the batches segmented in that mode.")
 
 
 @asset(group_name=GROUP, kinds={"numpy", "parquet"})
@@ -40,11 +55,16 @@ def ordered_vectors(context: AssetExecutionContext, config: OrderedVectorsConfig
     """Every batch whose blocking gates passed, ordered (batch, article, position), streamed into the bank files.
 
     Decided from the gate results recorded in PostgreSQL, so a batch that failed, was never
-    checked, changed since it was checked, or was excluded on purpose never gets in.
+    checked, changed since it was checked, or was excluded on purpose never gets in. A bank holds
+    one segmentation mode, as it holds one encoder.
     """
     out_dir = settings().exports_dir
     with database.connect() as conn:
-        verdicts = validation.batch_eligibility(conn)
+        try:
+            verdicts = bank_batches(validation.batch_eligibility(conn),
+                                    None if config.segmentation_mode == "single" else config.segmentation_mode)
+        except MixedSegmentationError as exc:
+            raise Failure(description=str(exc)) from exc
         included = [(v.batch_id, v.content_hash) for v in verdicts if v.included]
         export = export_bank(conn, included, out_dir, legacy_npz=config.legacy_npz)
     left_out = [v for v in verdicts if not v.included]

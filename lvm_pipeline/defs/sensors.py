@@ -1,7 +1,11 @@
-"""Sensors: landing files -> batch runs; gate results -> alerts and phase reports; passing batches -> ordered_vectors."""
+"""Sensors: landing files -> batch runs; gate results -> alerts and phase reports; passing batches -> ordered_vectors.
+
+Their runs are retried (dagster.yaml's run_retries) only when the run's worker crashed, never when a step failed.
+"""
 
 import hashlib
 import json
+import socket
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, define_asset_job, sensor
 
@@ -14,6 +18,17 @@ from lvm_pipeline.defs.resources import AlertResource, LandingResource, Postgres
 from lvm_pipeline.defs.validated import phase_report
 from lvm_pipeline.landing import scan_landing
 from lvm_pipeline.validation.alerts import send_pending_alerts
+
+HOST_TAG = "lvm/host"  # the machine the run's worker runs on: there, `lvm-pipeline dev` can tell that it died
+CRASH_RETRIES = 2
+
+
+def sensor_run_tags() -> dict[str, str]:
+    """Tags of every run a sensor requests: retried up to CRASH_RETRIES times when its worker crashed, never when
+    a step failed (a gate's STOP, a bad file: it would fail the same way again); and this host (HOST_TAG)."""
+    return {"dagster/max_retries": str(CRASH_RETRIES), "dagster/retry_on_asset_or_op_failure": "false",
+            HOST_TAG: socket.gethostname()}
+
 
 ingest_batch_job = define_asset_job("ingest_batch", selection=ingestion_assets, partitions_def=batches,
                                     description="parse -> chunk -> embed -> TMD codes for one landing batch, with its gates")
@@ -35,7 +50,7 @@ def landing_sensor(context: SensorEvaluationContext, landing: LandingResource,
     to_add = sorted({name for name, _ in scan.new + scan.changed} - existing)
     return SensorResult(
         run_requests=[RunRequest(partition_key=name, run_key=f"{name}@{digest[:16]}",
-                                 tags={"lvm/content_sha256": digest}) for name, digest in todo],
+                                 tags={**sensor_run_tags(), "lvm/content_sha256": digest}) for name, digest in todo],
         dynamic_partitions_requests=[batches.build_add_request(to_add)] if to_add else [],
         cursor=json.dumps(scan.state),
         skip_reason=None if todo else message,
@@ -53,7 +68,8 @@ def gate_sensor(context: SensorEvaluationContext, database: PostgresResource, al
     last_id = fresh[-1][0]
     batch_ids = sorted({status.batch_id for _, status in fresh})
     return SensorResult(
-        run_requests=[RunRequest(partition_key=b, run_key=f"phase_report:{b}:{last_id}") for b in batch_ids],
+        run_requests=[RunRequest(partition_key=b, run_key=f"phase_report:{b}:{last_id}", tags=sensor_run_tags())
+                      for b in batch_ids],
         cursor=str(last_id),
     )
 
@@ -67,4 +83,4 @@ def ordered_vectors_sensor(context: SensorEvaluationContext, database: PostgresR
     if key == context.cursor:
         return SensorResult(skip_reason=f"the {len(included)} passing batches have not changed")
     context.log.info(f"{len(included)} passing batches: {', '.join(b for b, _ in included) or 'none'}")
-    return SensorResult(run_requests=[RunRequest(run_key=f"ordered_vectors:{key}")], cursor=key)
+    return SensorResult(run_requests=[RunRequest(run_key=f"ordered_vectors:{key}", tags=sensor_run_tags())], cursor=key)

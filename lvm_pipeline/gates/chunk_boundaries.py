@@ -84,13 +84,14 @@ def check_chunk_boundaries(texts: Sequence[str], mode: str | None = None, titles
         "short_share": mean_or_none(short), "long_share": mean_or_none(long),
     }
     rules = {
-        "n_chunks": Rule((at_least(1),)),
         "complete_share": Rule((at_least(t.go_complete_share),), below(t.stop_complete_share)),
         "mean_chars": Rule((at_least(r.mean_min), at_most(r.mean_max))),
         "short_share": Rule((at_most(t.go_short_share),)), "long_share": Rule((at_most(t.go_long_share),)),
     }
     settings = {"mode": mode, "short_chars": f"< {r.short_chars}", "long_chars": f"> {r.long_chars}"}
-    return judge(GATE, figures, rules, settings=settings, worst=_worst(texts, titles, lengths, complete, r))
+    sizes = dict.fromkeys(("complete_share", "short_share", "long_share"), len(texts))
+    return judge(GATE, figures, rules, settings=settings, worst=_worst(texts, titles, lengths, complete, r),
+                 sizes=sizes, not_graded="the batch has no concepts")
 
 
 def _worst(texts: Sequence[str], titles: Sequence[str] | None, lengths: np.ndarray, complete: np.ndarray,

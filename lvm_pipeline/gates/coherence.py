@@ -48,7 +48,6 @@ def check_coherence(article_ids: Sequence, titles: Sequence[str], texts: Sequenc
                **{f"random_{k}": v for k, v in baseline.items()},
                "gap": _difference(within["mean_cos"], baseline["mean_cos"])}
     rules = {
-        "n_pairs": Rule((at_least(1),)),
         "mean_cos": Rule((at_least(t.go_mean),), below(t.stop_mean)),
         "high_share": Rule((at_least(t.go_high_share),)),
         "low_share": Rule((at_most(t.go_low_share),)),
@@ -58,7 +57,9 @@ def check_coherence(article_ids: Sequence, titles: Sequence[str], texts: Sequenc
              for a, c in sorted(zip(i.tolist(), adjacent.tolist()), key=lambda p: p[1])[:MAX_WORST]]
     return judge(GATE, figures, rules, worst=worst,
                  settings={"high_cut": f">= {t.high_cut:g}", "low_cut": f"< {t.low_cut:g}", "seed": seed},
-                 note=f"random cross-article baseline {fmt(baseline['mean_cos'])} over {baseline['n_pairs']} pairs")
+                 note=f"random cross-article baseline {fmt(baseline['mean_cos'])} over {baseline['n_pairs']} pairs",
+                 sizes={"high_share": within["n_pairs"], "low_share": within["n_pairs"]},
+                 not_graded="no two consecutive concepts in one article")
 
 
 def _summary(cos: np.ndarray, t: CoherenceThresholds) -> dict[str, float | int | None]:

@@ -1,5 +1,9 @@
 """Data integrity: every concept has one finite, unit-norm vector of the encoder's dimension,
-non-empty text and a unique id, all from one encoder. Any violation is a STOP."""
+non-empty text and a unique id, all from one encoder. Any violation is a STOP.
+
+A batch with no concepts is a STOP here unless records were quarantined: then the quarantine
+gate has already STOPped it, for the reason, and this gate says "not graded" (one failure, one alert).
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ class DataIntegrityThresholds:
 
 def check_data_integrity(cpe_ids: Sequence[str], texts: Sequence[str | None], vectors: np.ndarray,
                          n_concepts: int, n_vectors: int, expected_dim: int,
-                         encoder_fingerprints: Iterable[str],
+                         encoder_fingerprints: Iterable[str], n_quarantined: int = 0,
                          thresholds: DataIntegrityThresholds = DataIntegrityThresholds()) -> GateResult:
     """Integrity of one batch.
 
     `cpe_ids`, `texts` and the rows of `vectors` (n, D) are the batch's concepts, a concept without
     a vector being a NaN row; `n_concepts` / `n_vectors` are the stored row counts (coverage),
-    `encoder_fingerprints` the distinct fingerprints recorded with the batch's vectors.
+    `encoder_fingerprints` the distinct fingerprints recorded with the batch's vectors, `n_quarantined`
+    the records of the batch's file that were quarantined.
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2 or not len(cpe_ids) == len(texts) == len(vectors):
@@ -56,11 +61,14 @@ def check_data_integrity(cpe_ids: Sequence[str], texts: Sequence[str | None], ve
         "n_non_finite": NONE_ALLOWED, "n_bad_norm": NONE_ALLOWED, "n_empty_text": NONE_ALLOWED,
         "n_duplicate_ids": NONE_ALLOWED, "n_fingerprints": _exactly(1),
     }
+    if not n_concepts:  # nothing to check but the emptiness itself, and not that either when quarantine explains it
+        rules = {} if n_quarantined else {"n_concepts": rules["n_concepts"]}
     worst = [{"cpe_id": str(cpe_ids[i]), "text": excerpt(texts[i] or ""), "problem": "; ".join(p),
               "norm_error": float(norm_error[i])} for i, p in list(problems.items())[:MAX_WORST]]
     return judge(GATE, figures, rules, worst=worst,
                  settings={"norm_tolerance": thresholds.norm_tolerance, "expected_dim": expected_dim},
-                 note=f"fingerprints: {', '.join(fingerprints) or 'none'}")
+                 note=f"fingerprints: {', '.join(fingerprints) or 'none'}",
+                 not_graded=f"no concepts: all {n_quarantined} record(s) read were quarantined (see the quarantine gate)")
 
 
 def _exactly(x: float) -> Rule:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lvm_pipeline.gates.result import GateResult, Rule, above, at_least, at_most, judge
+from lvm_pipeline.gates.result import GateResult, Rule, above, at_most, judge
 from lvm_pipeline.markup import MARKUP_KINDS, markup_kinds
 from lvm_pipeline.text import excerpt
 
@@ -37,11 +37,11 @@ def check_text_quality(texts: Sequence[str], titles: Sequence[str] | None = None
     for kind in MARKUP_KINDS:
         figures[f"{kind}_share"] = sum(kind in found for found in kinds) / n_concepts if n_concepts else None
     rules = {
-        "n_concepts": Rule((at_least(1),)),
         "markup_share": Rule((at_most(t.go_markup_share),), above(t.stop_markup_share)),
     }
     settings = {"kinds": "html tags (<p>, </a>), wiki markup ({{, [[, ''), entities (&amp;, &#39;), URLs"}
-    return judge(GATE, figures, rules, settings=settings, worst=_worst(texts, titles, kinds))
+    return judge(GATE, figures, rules, settings=settings, worst=_worst(texts, titles, kinds),
+                 sizes={"markup_share": n_concepts}, not_graded="the batch has no concepts")
 
 
 def _worst(texts: Sequence[str], titles: Sequence[str] | None, kinds: list[tuple[str, ...]]) -> list[dict]:

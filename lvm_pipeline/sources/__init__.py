@@ -1,4 +1,4 @@
-"""Reading landing batch files (JSONL, Parquet, MediaWiki XML) into articles.
+"""Reading landing batch files (JSONL, Parquet, MediaWiki XML; JSONL and XML also gzip- or bzip2-compressed) into articles.
 
 `read_batch` checks the file eagerly, then streams it: one `Article` or `Rejected` per record.
 This layer knows nothing of Dagster or the database.
@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from lvm_pipeline.sources.compression import DECOMPRESSION_ERRORS, open_decompressed
 from lvm_pipeline.sources.jsonl import read_jsonl
 from lvm_pipeline.sources.mediawiki import read_mediawiki
 from lvm_pipeline.sources.parquet import read_parquet
@@ -25,8 +26,9 @@ from lvm_pipeline.sources.records import (
 __all__ = ["Article", "Rejected", "SourceError", "UnsupportedSourceError", "EmptySourceError",
            "SUPPORTED_SUFFIXES", "check_source", "source_format", "read_batch"]
 
-SUPPORTED_SUFFIXES = (".jsonl", ".parquet", ".xml", ".xml.bz2")
-_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".xml": "mediawiki", ".xml.bz2": "mediawiki"}
+_FORMATS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".jsonl.bz2": "jsonl", ".parquet": "parquet",
+            ".xml": "mediawiki", ".xml.gz": "mediawiki", ".xml.bz2": "mediawiki"}
+SUPPORTED_SUFFIXES = tuple(_FORMATS)
 _READERS: dict[str, Callable[[Path, int, bool], Iterator[Article | Rejected]]] = {
     "jsonl": read_jsonl, "parquet": read_parquet, "mediawiki": read_mediawiki,
 }
@@ -47,7 +49,8 @@ def read_batch(path: str | os.PathLike, *, max_article_chars: int = DEFAULT_MAX_
     plain text (`Article.html_cleaned`); MediaWiki pages are always turned into plain text.
 
     Raises now, before the first record: UnsupportedSourceError (unknown suffix),
-    FileNotFoundError, EmptySourceError (0 bytes or only whitespace), SourceError (unreadable file).
+    FileNotFoundError, EmptySourceError (0 bytes or only whitespace, decompressed for `.gz`/`.bz2`),
+    SourceError (unreadable file, or a compressed file without its compression's signature).
     """
     path = Path(path)
     return _READERS[check_source(path)](path, max_article_chars, clean_html)
@@ -68,9 +71,15 @@ def check_source(path: str | os.PathLike) -> str:
 
 
 def _is_blank(path: Path) -> bool:
-    """True if the file holds only whitespace bytes (stops reading at the first other byte)."""
-    with open(path, "rb") as f:
-        while chunk := f.read(_SCAN_BYTES):
-            if chunk.strip():
-                return False
+    """True if the file's (decompressed) bytes are only whitespace; stops at the first other byte.
+
+    A compressed file that breaks off is not blank: its reader yields what comes before the break.
+    """
+    with open_decompressed(path) as f:
+        try:
+            while chunk := f.read(_SCAN_BYTES):
+                if chunk.strip():
+                    return False
+        except DECOMPRESSION_ERRORS:
+            return False
     return True

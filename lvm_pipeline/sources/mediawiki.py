@@ -1,12 +1,11 @@
-"""MediaWiki XML export dumps (`.xml`, `.xml.bz2`): main-namespace pages as plain text."""
+"""MediaWiki XML export dumps (`.xml`, `.xml.gz`, `.xml.bz2`): main-namespace pages as plain text."""
 
 from __future__ import annotations
 
-import bz2
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from xml.etree.ElementTree import ParseError
 
 import mwparserfromhell
@@ -16,6 +15,7 @@ from mwparserfromhell.wikicode import Wikicode
 from mwxml.element_iterator import ElementIterator
 from mwxml.errors import MalformedXML
 
+from lvm_pipeline.sources.compression import DECOMPRESSION_ERRORS, open_decompressed
 from lvm_pipeline.sources.records import Article, Rejected, corrupt_file, to_article
 from lvm_pipeline.text import excerpt
 
@@ -35,33 +35,62 @@ _LEFTOVER_MARKUP = re.compile(r"__[A-Z]+__|'{2,}")  # magic words, unbalanced bo
 _EMPTY_PARENS = re.compile(r"\(\s*[,;:]*\s*\)")
 _LOOSE_SPACE = re.compile(r"(?<=\() +| +(?=[,.;:!?)])")  # left where markup was removed: "( Byron) ."
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_CORRUPTION = (EOFError, OSError, ParseError, MalformedXML)
+_CORRUPTION = (*DECOMPRESSION_ERRORS, ParseError)  # the stream breaks off or is not XML
+# What mwxml raises for well-formed XML that is not a well-formed dump element (`<ns>x</ns>`, no `<title>`, ...).
+_MALFORMED = (MalformedXML, AssertionError, AttributeError, LookupError, TypeError, ValueError)
 
 
 def read_mediawiki(path: Path, max_article_chars: int, clean_html: bool = True) -> Iterator[Article | Rejected]:
     """Yield one Article or Rejected per main-namespace, non-redirect page ("page N 'Title'").
 
-    A truncated or corrupt file ends the iteration with one Rejected ("after page N"). HTML tags in
-    wikitext are parsed by mwparserfromhell with the rest of the markup, so `clean_html` changes nothing.
+    A page mwxml cannot read (`<ns>x</ns>`, no `<title>`) is one Rejected ("page N"), and reading
+    carries on. A truncated or corrupt file ends the iteration with one Rejected ("after page N"). HTML
+    tags in wikitext are parsed by mwparserfromhell with the rest of the markup, so `clean_html` changes nothing.
     """
-    completed = 0  # pages read whole
-    with _open(path) as f:
-        try:
-            # mwxml.Dump.from_file, unrolled to keep the root: mwxml empties each page's element
-            # but leaves it attached to the root, which would grow with the number of pages.
-            root = ElementIterator.from_file(f)
-            for number, page in enumerate(mwxml.Dump.from_element(root), start=1):
-                revision = _latest_revision(page)  # read the whole page before yielding anything of it
-                root.element.clear()
+    with open_decompressed(path) as f:
+        for read in _pages(f):
+            if isinstance(read, Rejected):
+                yield read
+            elif read.page.namespace == 0 and read.page.redirect is None:
+                yield _page_article(read.page, read.revision, max_article_chars,
+                                    f"page {read.number} {read.page.title!r}")
+
+
+class _Page(NamedTuple):
+    number: int  # 1-based, in the file
+    page: mwxml.Page
+    revision: mwxml.Revision | None  # the latest
+
+
+def _pages(f: BinaryIO) -> Iterator[_Page | Rejected]:
+    """Each `<page>`, read whole, or the Rejected saying why it cannot be read; where the file breaks
+    off, a last Rejected ("after page N").
+
+    mwxml.Dump.from_file, unrolled: to carry on past a malformed page, and to keep the root, which
+    mwxml leaves every emptied page attached to (it would grow with the number of pages).
+    """
+    number = completed = 0  # pages begun, pages read whole
+    try:
+        root = ElementIterator.from_file(f)
+        if root.tag != "mediawiki":
+            raise MalformedXML(f"the root element is <{root.tag}>, not <mediawiki>")
+        namespaces = None  # name -> mwxml.Namespace, for titles without an <ns>
+        for element in root:
+            if element.tag == "siteinfo":
+                namespaces = {ns.name: ns for ns in mwxml.SiteInfo.from_element(element).namespaces or ()}
+            elif element.tag == "page":
+                number += 1
+                try:
+                    page = mwxml.Page.from_element(element, namespaces)
+                    read = _Page(number, page, _latest_revision(page))
+                except _MALFORMED as error:
+                    read = Rejected(locator=f"page {number}", excerpt="",
+                                    reason=f"malformed page: {type(error).__name__}: {error}")
                 completed = number
-                if page.namespace == 0 and page.redirect is None:
-                    yield _page_article(page, revision, max_article_chars, f"page {number} {page.title!r}")
-        except _CORRUPTION as error:
-            yield corrupt_file(f"page {completed}", error)
-
-
-def _open(path: Path) -> BinaryIO:
-    return bz2.open(path, "rb") if path.name.lower().endswith(".bz2") else open(path, "rb")
+                yield read
+            root.element.clear()
+    except _CORRUPTION + _MALFORMED as error:  # _MALFORMED here: the root or <siteinfo>
+        yield corrupt_file(f"page {completed}", error)
 
 
 def _latest_revision(page: mwxml.Page) -> mwxml.Revision | None:
@@ -74,7 +103,11 @@ def _latest_revision(page: mwxml.Page) -> mwxml.Revision | None:
 def _page_article(page: mwxml.Page, revision: mwxml.Revision | None, max_article_chars: int,
                   locator: str) -> Article | Rejected:
     wikitext = (revision.text if revision is not None else None) or ""
-    text = wikitext_to_plain(wikitext)
+    try:
+        text = wikitext_to_plain(wikitext)
+    except RecursionError:  # mwparserfromhell builds its tree recursively, a level per nested template or link
+        return Rejected(locator=locator, reason="malformed wikitext: nested too deeply to parse",
+                        excerpt=excerpt(wikitext), article_id=str(page.id))
     if not text:
         return Rejected(locator=locator, reason="empty text: no text left after removing markup",
                         excerpt=excerpt(wikitext), article_id=str(page.id))

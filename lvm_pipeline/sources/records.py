@@ -3,19 +3,24 @@
 JSONL and Parquet records both go through `to_article`, which also turns a `text` carrying HTML
 into plain text (`clean_html`); the MediaWiki reader uses it too, after turning wikitext into
 plain text. A rejection's reason is "<kind>: <detail>" and its excerpt is short, storable text.
+A record nested deeper than MAX_NESTING is rejected before anything recurses into it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 from lvm_pipeline.errors import PipelineError
-from lvm_pipeline.markup import clean_html
+from lvm_pipeline.markup import clean_html, html_nesting_depth
 from lvm_pipeline.text import UNSTORABLE, excerpt
 
 DEFAULT_MAX_ARTICLE_CHARS = 1_000_000
-_JSON_SCALARS = (str, int, float, bool, type(None))
+# Levels of arrays and objects a record may nest, the record itself included; deeper ones are rejected.
+MAX_NESTING = 100
+NESTED_TOO_DEEPLY = f"nested too deeply: more than {MAX_NESTING} levels of arrays and objects"
+_JSON_SCALARS = (str, int, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +59,23 @@ class EmptySourceError(SourceError):
 
 
 def record_excerpt(record: object) -> str:
-    """`excerpt` of a parsed record, re-serialised as JSON."""
-    return excerpt(json.dumps(record, ensure_ascii=False, default=str))
+    """`excerpt` of a parsed record, re-serialised as JSON (levels past MAX_NESTING shown as "…")."""
+    return excerpt(json.dumps(_json_safe(record), ensure_ascii=False))
+
+
+def nesting_depth(value: object, limit: int = MAX_NESTING) -> int:
+    """Levels of lists, tuples and dicts in `value` (0 for a scalar), counted up to `limit` + 1; not recursive."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def utf8_error_detail(error: UnicodeDecodeError, where: str) -> str:
@@ -88,6 +108,8 @@ def to_article(record: object, locator: str, max_article_chars: int = DEFAULT_MA
     if (problem := _field_problem(record, max_article_chars)) is not None:
         return reject(problem, article_id)
     text, cleaned = record["text"], None
+    if html and "<" in text and html_nesting_depth(text) > MAX_NESTING:  # before the parser, which is quadratic in it
+        return reject(f"invalid text: HTML elements nested more than {MAX_NESTING} deep", article_id)
     if html and (cleaned := clean_html(text)) is not None:
         if not cleaned.strip():
             return reject("empty text: nothing but markup in the 'text' field", article_id)
@@ -113,6 +135,8 @@ def _field_problem(record: dict, max_article_chars: int) -> str | None:
         return "empty text: the 'text' field is blank"
     if len(text) > max_article_chars:
         return f"article too long: {len(text):,} characters, over the {max_article_chars:,} limit"
+    if nesting_depth(record) > MAX_NESTING:
+        return NESTED_TOO_DEEPLY
     if (where := _unstorable(record)) is not None:
         return f"invalid text: {where} (PostgreSQL text cannot store it)"
     return None
@@ -137,30 +161,40 @@ def _blank_or_type(value: object) -> str:
     return "missing or blank" if value is None or isinstance(value, str) else _type_name(value)
 
 
-def _unstorable(value: object, where: str = "the record") -> str | None:
-    """Where the first string (or key) PostgreSQL cannot store is, and what it holds; None if there is none."""
-    if isinstance(value, str):
-        if (bad := UNSTORABLE.search(value)) is None:
-            return None
-        what = "a NUL character" if bad.group() == "\x00" else f"an unpaired surrogate U+{ord(bad.group()):04X}"
-        return f"{where} contains {what} at position {bad.start()}"
-    if isinstance(value, dict):
-        items = [(f"a key of {where}", key) for key in value]
-        items += [(f"the {key!r} field" if where == "the record" else f"{where}[{key!r}]", item)
-                  for key, item in value.items()]
-    elif isinstance(value, (list, tuple)):
-        items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
-    else:
-        return None
-    return next((problem for sub_where, item in items if (problem := _unstorable(item, sub_where))), None)
+def _unstorable(record: dict) -> str | None:
+    """Where the first string (or key) PostgreSQL cannot store is, and what it holds; None if there is none.
+
+    Walks the record depth-first in order, with a stack of its own rather than recursion.
+    """
+    pending: list[tuple[str, object]] = [("the record", record)]
+    while pending:
+        where, value = pending.pop()
+        if isinstance(value, str):
+            if (bad := UNSTORABLE.search(value)) is not None:
+                what = "a NUL character" if bad.group() == "\x00" else f"an unpaired surrogate U+{ord(bad.group()):04X}"
+                return f"{where} contains {what} at position {bad.start()}"
+            continue
+        if isinstance(value, dict):
+            items = [(f"a key of {where}", key) for key in value]
+            items += [(f"the {key!r} field" if where == "the record" else f"{where}[{key!r}]", item)
+                      for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [(f"{where}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            continue
+        pending.extend(reversed(items))
+    return None
 
 
-def _json_safe(value: object) -> object:
-    """`value` with anything JSON cannot hold (dates, decimals, bytes from Parquet) turned into str."""
-    if isinstance(value, _JSON_SCALARS):
+def _json_safe(value: object, levels: int = MAX_NESTING) -> object:
+    """`value` as strict JSON: what JSON cannot hold (dates, decimals, bytes from Parquet, NaN and infinities)
+    turned into str, and the arrays and objects past `levels` levels into "…"."""
+    if isinstance(value, _JSON_SCALARS) or (isinstance(value, float) and math.isfinite(value)):
         return value
+    if isinstance(value, (dict, list, tuple)) and levels <= 0:
+        return "…"
     if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): _json_safe(item, levels - 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
+        return [_json_safe(item, levels - 1) for item in value]
     return str(value)
