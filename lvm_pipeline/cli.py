@@ -356,9 +356,8 @@ def cmd_exclude(args: argparse.Namespace) -> int:
 # -- predict ----------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
     """The next concept after the given sentences, as the bank's nearest texts, from a trained model."""
-    from lvm_pipeline.datasets.bank import open_bank
     from lvm_pipeline.encoders import SentenceEncoder
-    from lvm_pipeline.inference import NextConceptPredictor, family_checkpoint, report_best_checkpoint
+    from lvm_pipeline.inference import NextConceptPredictor
 
     if not args.sentences and sys.stdin.isatty():
         raise PipelineError("give the context as arguments, or one sentence per line on stdin")
@@ -370,14 +369,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not sentences:
         raise PipelineError("give at least one non-empty sentence of context")
     config = settings()
-    if args.checkpoint and not args.checkpoint.is_file():
-        raise PipelineError(f"no checkpoint file {args.checkpoint}")
-    checkpoint = (args.checkpoint or (family_checkpoint(config.checkpoints_dir, args.family) if args.family else
-                                      report_best_checkpoint(config.reports_dir, config.checkpoints_dir)))
-    try:
-        bank = open_bank(config.exports_dir)
-    except FileNotFoundError as error:  # "no concept bank in ...: materialize ordered_vectors first"
-        raise PipelineError(str(error)) from error
+    checkpoint, bank = chosen_model(args)
     predictor = NextConceptPredictor(checkpoint, bank, SentenceEncoder(config.encoder))
     result = predictor(sentences, args.k)
     if args.json:
@@ -395,6 +387,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def chosen_model(args: argparse.Namespace):
+    """(checkpoint path, bank) for `predict` and `serve`: --checkpoint, --family's best, or the report's best model."""
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.inference import family_checkpoint, report_best_checkpoint
+
+    config = settings()
+    if args.checkpoint and not args.checkpoint.is_file():
+        raise PipelineError(f"no checkpoint file {args.checkpoint}")
+    checkpoint = (args.checkpoint or (family_checkpoint(config.checkpoints_dir, args.family) if args.family else
+                                      report_best_checkpoint(config.reports_dir, config.checkpoints_dir)))
+    try:
+        return checkpoint, open_bank(config.exports_dir)
+    except FileNotFoundError as error:  # "no concept bank in ...: materialize ordered_vectors first"
+        raise PipelineError(str(error)) from error
+
+
 def utf8_text(data: bytes, where: str) -> str:
     """`data` decoded, or a PipelineError naming the first byte that is not UTF-8 (and its line, if several)."""
     try:
@@ -404,6 +412,34 @@ def utf8_text(data: bytes, where: str) -> str:
         where_in = f" (line {line})" if b"\n" in data.rstrip(b"\n") else ""
         raise PipelineError(f"{where} is not UTF-8 text: byte 0x{data[error.start]:02x} at position {error.start}"
                             f"{where_in}") from None
+
+
+# -- serve ------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The model as an HTTP service (docs/SERVING.md): uvicorn, one worker; the model loads in the background."""
+    import uvicorn
+
+    from lvm_pipeline.encoders import SentenceEncoder
+    from lvm_pipeline.inference import NextConceptPredictor
+    from lvm_pipeline.serving.app import ServingSettings, create_app
+
+    if args.max_batch < 1 or args.queue < 1 or args.max_wait_ms < 0:
+        raise PipelineError("--max-batch and --queue must be at least 1, --max-wait-ms at least 0")
+    config = settings()
+    checkpoint, bank = chosen_model(args)
+    app = create_app(lambda: NextConceptPredictor(checkpoint, bank, SentenceEncoder(config.encoder)),
+                     ServingSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.queue,
+                                     token=config.api_token))
+    with socket.socket() as probe:  # a port in use is one line, not uvicorn's traceback
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise PipelineError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from error
+    print(f"lvm-pipeline serve: {checkpoint} on http://{args.host}:{args.port} (ready when /readyz says so)",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
+    return 0
 
 
 # -- dev --------------------------------------------------------------------------------------
@@ -535,6 +571,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5, help="nearest texts to print (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="the model as an HTTP service with dynamic batching (docs/SERVING.md)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--checkpoint", type=Path, default=None,
+                       help="a checkpoint file (default: the best model of the latest benchmark report)")
+    which.add_argument("--family", choices=FAMILY_NAMES, default=None, help="that family's current best checkpoint")
+    p.add_argument("--max-batch", type=int, default=64, help="requests per batched call (default 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5 ms)")
+    p.add_argument("--queue", type=int, default=1024, help="requests waiting at most; more get 503 (default 1024)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("dev", help="open the Dagster UI on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")

@@ -26,6 +26,7 @@ class Settings:
     slack_token: str | None  # SLACK_TOKEN: gate alerts to Slack too
     llm_api_key: str | None  # LVM_LLM_API_KEY: the LLM TMD assigner's key
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, else a SQLite store in the data folder (the `mlflow` extra)
+    api_token: str | None = None  # LVM_API_TOKEN: `lvm-pipeline serve` wants it as a bearer token
 
     @property
     def landing_dir(self) -> Path:
@@ -71,6 +72,7 @@ def settings() -> Settings:
         slack_token=_get("SLACK_TOKEN"),
         llm_api_key=_get("LVM_LLM_API_KEY"),
         mlflow_tracking_uri=_get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir.resolve() / 'mlflow.db'}",
+        api_token=_get("LVM_API_TOKEN"),
     )
 
 

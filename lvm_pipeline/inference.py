@@ -15,8 +15,10 @@ from lvm_pipeline.datasets.bank import Bank
 from lvm_pipeline.datasets.sequences import WindowSpec
 from lvm_pipeline.encoders import SentenceEncoder
 from lvm_pipeline.errors import PipelineError
+from lvm_pipeline.evaluation.baselines import context_means
 from lvm_pipeline.evaluation.context_text import joined_texts, kept_starts
 from lvm_pipeline.evaluation.decoding import retrieval_decode
+from lvm_pipeline.evaluation.queries import Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline.models.predictor import ModelPredictor
 from lvm_pipeline.tmd.schema import TMD_DIM
@@ -32,6 +34,8 @@ class Neighbour:
     text: str
     score: float  # cosine to the prediction
     article_id: str
+    row: int = -1  # bank row
+    concept_id: str = ""  # the bank's cpe_id
 
 
 @dataclass
@@ -40,10 +44,36 @@ class NextConcept:
     checkpoint: str
     context: list[str]
     neighbours: list[Neighbour]  # nearest first
-    latency_ms: dict[str, float]  # encode, predict (the model alone), decode, total
+    latency_ms: dict[str, float]  # encode, predict (the model alone), decode (the bank search), total
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ContextQuery:
+    """One question of a batch: its context as sentences (`texts`) or as vectors (L, D) (`vectors`), exactly one."""
+
+    texts: tuple[str, ...] | None = None
+    vectors: np.ndarray | None = None
+    k: int = 5
+    exclude_context: bool = False  # drop bank concepts whose text is one of the context's sentences
+
+    @classmethod
+    def of_texts(cls, sentences: Sequence[str], k: int = 5, exclude_context: bool = False) -> ContextQuery:
+        """Blank sentences dropped, the others stripped; a PipelineError when none is left."""
+        context = tuple(s.strip() for s in sentences if s and s.strip())
+        if not context:
+            raise PipelineError("give at least one non-empty sentence of context")
+        return cls(texts=context, k=k, exclude_context=exclude_context)
+
+    @property
+    def length(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.vectors)
+
+
+SEARCH_MODEL = "vector_search"  # the model name of `search_batch`'s answers
+EXCLUDE_DEPTH_PER_SENTENCE = 4  # exclude_context searches this many more rows per context sentence (duplicates)
 
 
 def family_checkpoint(checkpoints_dir: Path, family: str) -> Path:
@@ -68,7 +98,11 @@ def report_best_checkpoint(reports_dir: Path, checkpoints_dir: Path) -> Path:
 
 
 class NextConceptPredictor:
-    """A checkpoint, the bank it decodes into and the encoder of that bank, loaded once for many predictions."""
+    """A checkpoint, the bank it decodes into and the encoder of that bank, loaded once for many predictions.
+
+    `predict_batch` answers many contexts with one encoder call, one model forward and one FAISS search;
+    `search_batch` is the vector baseline (the context's own vector searched in the bank) the same way.
+    """
 
     def __init__(self, checkpoint: Path, bank: Bank, encoder: SentenceEncoder):
         model, sidecar = load_checkpoint(checkpoint)
@@ -79,39 +113,122 @@ class NextConceptPredictor:
         self.checkpoint, self.bank, self.encoder = Path(checkpoint), bank, encoder
         self.predictor = ModelPredictor(model, sidecar["model_name"])
         self.index = BankIndex(bank.vectors)
-        self(["A first call warms every stage up, so that the latencies reported are those of a warm call."])
+        self.concept_ids = bank.column("cpe_id")
+        warm = [ContextQuery.of_texts(["A first call warms every stage up, so that the latencies reported are those "
+                                       "of a warm call."])]
+        self.predict_batch(warm)
+        self.search_batch(warm)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.bank.vectors.shape[1])
+
+    @property
+    def needs_texts(self) -> bool:
+        """A text-view model reads the text of its context: it cannot answer from vectors alone."""
+        return self.predictor.uses_view
 
     def __call__(self, sentences: Sequence[str], k: int = 5) -> NextConcept:
         """The k bank concepts nearest the predicted next concept after `sentences` (one concept each)."""
-        context = [s.strip() for s in sentences if s and s.strip()]
-        if not context:
-            raise PipelineError("give at least one non-empty sentence of context")
-        started = time.perf_counter()
-        vectors = self.encoder.encode(context)
-        views = self._views(context, vectors) if self.predictor.uses_view else None  # encoding too
-        encoded = time.perf_counter()
-        # free text has no TMD codes: a TMD-conditioned model reads the "unknown" (zero) vector at every position
-        tmd = np.zeros((len(context), TMD_DIM), dtype=np.float32) if self.predictor.uses_tmd else None
-        predicted = self.predictor.predict_one(vectors, tmd, views)
-        predicted_at = time.perf_counter()
-        decoded = retrieval_decode(self.index, self.bank.texts, predicted[None], k)
-        done = time.perf_counter()
-        articles = self.bank.article_ids
-        neighbours = [Neighbour(text, float(score), str(articles[row]))
-                      for text, score, row in zip(decoded.texts[0], decoded.scores[0], decoded.rows[0]) if row >= 0]
-        latency = {"encode": encoded - started, "predict": predicted_at - encoded, "decode": done - predicted_at,
-                   "total": done - started}
-        return NextConcept(self.predictor.name, str(self.checkpoint), context, neighbours,
-                           {name: round(seconds * 1000, 2) for name, seconds in latency.items()})
+        return self.predict_batch([ContextQuery.of_texts(sentences, k)])[0]
 
-    def _views(self, context: list[str], vectors: np.ndarray) -> np.ndarray:
-        """The text view at each position: the encoder on the recent text of the sentences up to it (at most
-        VIEW_CONTEXT of them), as `context_text.context_views` reads the bank; one sentence is its own vector."""
+    def predict_batch(self, queries: Sequence[ContextQuery]) -> list[NextConcept]:
+        """One answer per query, nearest first; the latencies are the batch's (every query shares them)."""
+        if self.needs_texts and any(q.texts is None for q in queries):
+            raise PipelineError(f"{self.predictor.name} reads the text view of its context: give texts, not vectors")
+        started = time.perf_counter()
+        contexts, views = self._encode_contexts(queries, with_views=self.needs_texts)
+        encoded = time.perf_counter()
+        predicted = self._forward(contexts, views)
+        predicted_at = time.perf_counter()
+        return self._decode(queries, predicted, self.predictor.name, (started, encoded, predicted_at))
+
+    def search_batch(self, queries: Sequence[ContextQuery]) -> list[NextConcept]:
+        """The vector baseline: each context's own vector searched in the bank: the encoder's embedding of its
+        recent text joined (as `context_text.EncodeContext`), or the mean of its vectors (as `MeanContext`)."""
+        started = time.perf_counter()
+        encoded_texts = iter(self.encoder.encode([self._joined_text(q.texts) for q in queries if q.texts is not None]))
+        vectors = [next(encoded_texts) if q.texts is not None else
+                   context_means(q.vectors, Queries(np.array([q.length]), np.array([0]), np.array([0])))[0]
+                   for q in queries]
+        encoded = time.perf_counter()
+        return self._decode(queries, np.asarray(vectors, dtype=np.float32), SEARCH_MODEL, (started, encoded, encoded))
+
+    def _joined_text(self, context: Sequence[str]) -> str:
+        """The context's most recent sentences that fit the encoder, joined."""
+        ends = np.array([len(context)])
+        starts = kept_starts(self.encoder.token_counts(list(context)), np.zeros(1, dtype=np.int64), ends,
+                             self.encoder.max_tokens)
+        return joined_texts(np.asarray(context, dtype=object), starts, ends)[0]
+
+    def _encode_contexts(self, queries: Sequence[ContextQuery], with_views: bool
+                         ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Each query's (L, D) context vectors (and text views): one encoder call for every sentence and view text."""
+        texts = [list(q.texts) for q in queries if q.texts is not None]
+        plans = [self._view_plan(context) for context in texts] if with_views else []
+        sentences = [s for context in texts for s in context]
+        encoded = self.encoder.encode(sentences + [t for _, joined in plans for t in joined])
+        sentence_vectors, view_vectors = encoded[:len(sentences)], encoded[len(sentences):]
+        contexts: list[np.ndarray] = []
+        views: list[np.ndarray] | None = [] if with_views else None
+        sentence_at = view_at = text_index = 0
+        for query in queries:
+            if query.texts is None:
+                contexts.append(np.asarray(query.vectors, dtype=np.float32))
+                continue
+            vectors = sentence_vectors[sentence_at:sentence_at + query.length]
+            sentence_at += query.length
+            contexts.append(vectors)
+            if views is not None:
+                longer, joined = plans[text_index]
+                view = vectors.copy()
+                view[longer] = view_vectors[view_at:view_at + len(joined)]
+                view_at += len(joined)
+                views.append(view)
+            text_index += 1
+        return contexts, views
+
+    def _view_plan(self, context: list[str]) -> tuple[np.ndarray, list[str]]:
+        """The text view at each position is the encoder on the recent text of the sentences up to it (at most
+        VIEW_CONTEXT of them), as `context_text.context_views` reads the bank; one sentence is its own vector.
+        Returns the positions that need an encoding of their own, and their texts."""
         counts = self.encoder.token_counts(context)
         ends = np.arange(1, len(context) + 1)
         starts = kept_starts(counts, np.maximum(ends - VIEW_CONTEXT, 0), ends, self.encoder.max_tokens)
-        views = vectors.copy()
         longer = np.flatnonzero(ends - starts > 1)
-        if len(longer):
-            views[longer] = self.encoder.encode(joined_texts(np.asarray(context, dtype=object), starts[longer], ends[longer]))
-        return views
+        return longer, joined_texts(np.asarray(context, dtype=object), starts[longer], ends[longer])
+
+    def _forward(self, contexts: list[np.ndarray], views: list[np.ndarray] | None) -> np.ndarray:
+        """(n, D) predictions of contexts of any lengths in one model forward: stacked into one array and asked as
+        `Queries` over it, as the evaluation asks the bank (`ModelPredictor.predict` right-pads them)."""
+        lengths = np.array([len(c) for c in contexts], dtype=np.int64)
+        ends = np.cumsum(lengths)
+        queries = Queries(ends, ends - lengths, np.zeros(len(contexts), dtype=np.int64))
+        stacked = np.concatenate(contexts).astype(np.float32, copy=False)
+        # free text has no TMD codes: a TMD-conditioned model reads the "unknown" (zero) vector at every position
+        tmd = np.zeros((len(stacked), TMD_DIM), dtype=np.float32) if self.predictor.uses_tmd else None
+        one_forward = ModelPredictor(self.predictor.model, self.predictor.name, batch_size=len(contexts),
+                                     device=self.predictor.device,
+                                     views=np.concatenate(views) if views is not None else None)
+        return one_forward.predict(stacked, queries, tmd)
+
+    def _decode(self, queries: Sequence[ContextQuery], predicted: np.ndarray, model: str,
+                times: tuple[float, float, float]) -> list[NextConcept]:
+        """One FAISS search, deep enough for each query's k and its excluded context texts."""
+        started, encoded, predicted_at = times
+        depth = max(q.k + (EXCLUDE_DEPTH_PER_SENTENCE * q.length if q.exclude_context and q.texts else 0)
+                    for q in queries)
+        decoded = retrieval_decode(self.index, self.bank.texts, predicted, depth)
+        done = time.perf_counter()
+        latency = {"encode": encoded - started, "predict": predicted_at - encoded, "decode": done - predicted_at,
+                   "total": done - started}
+        latency_ms = {name: round(seconds * 1000, 3) for name, seconds in latency.items()}
+        answers = []
+        for query, texts, scores, rows in zip(queries, decoded.texts, decoded.scores, decoded.rows):
+            excluded = set(query.texts) if query.exclude_context and query.texts else set()
+            neighbours = [Neighbour(text, float(score), str(self.bank.article_ids[row]), int(row),
+                                    str(self.concept_ids[row]))
+                          for text, score, row in zip(texts, scores, rows) if row >= 0 and text not in excluded]
+            answers.append(NextConcept(model, str(self.checkpoint), list(query.texts or ()), neighbours[:query.k],
+                                       dict(latency_ms)))
+        return answers

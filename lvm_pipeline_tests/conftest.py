@@ -121,3 +121,35 @@ def other_encoder_dir(path: Path) -> Path:
     head = models.Dense(in_features=base.get_embedding_dimension(), out_features=64)
     SentenceTransformer(modules=[*base, head], device="cpu").save(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, encoder, vital_records):
+    """A data folder as the pipeline leaves it: a bank of real sentences, a trained gru and a benchmark report."""
+    from lvm_pipeline.datasets.bank import write_bank
+    from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
+    from lvm_pipeline.evaluation.benchmark import run_benchmark
+    from lvm_pipeline.evaluation.report import write_report
+    from lvm_pipeline.models.predictor import ModelPredictor
+    from lvm_pipeline.segmentation import segment
+    from lvm_pipeline.training import TrainConfig, train
+    from lvm_pipeline.training.checkpoint import load_checkpoint
+    from lvm_pipeline.training.runs import set_current
+
+    data = tmp_path_factory.mktemp("data")
+    concepts = [(r["id"], seq, chunk.text) for r in vital_records
+                for seq, chunk in enumerate(segment(r["text"], "sentence"))]
+    articles, seqs, texts = (list(column) for column in zip(*concepts))
+    bank = write_bank(data / "exports", encoder.encode(texts), {
+        "cpe_id": [f"c{i}" for i in range(len(texts))], "batch_id": ["b"] * len(texts), "article_id": articles,
+        "seq_in_article": seqs, "concept_text": texts, "tmd_bits": [-1] * len(texts)},
+        encoder_fingerprint=encoder.fingerprint)
+    sequences = build_sequences(bank, spec=WindowSpec(max_context=8))
+    run_dir = data / "checkpoints" / "gru" / "run1"
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-2, max_len=8, patience=None, num_threads=1)
+    result = train("toy_gru", sequences, run_dir, config, model_name="gru", progress=False)
+    set_current(run_dir)
+    model, _ = load_checkpoint(result.best_checkpoint)
+    benchmark = run_benchmark(sequences, [ModelPredictor(model, "gru")], n_resamples=50)
+    write_report(benchmark, bank.texts, data / "reports")
+    return data
