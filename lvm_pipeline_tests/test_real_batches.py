@@ -17,7 +17,7 @@ from lvm_pipeline.segmentation import segment
 from lvm_pipeline_tests.conftest import landing_dir
 from lvm_pipeline_tests.test_gate_hygiene import alerts, tick
 from lvm_pipeline_tests.test_mediawiki import dump, page
-from lvm_pipeline_tests.test_validation import checks, run_batch
+from lvm_pipeline_tests.test_validation import checks, run_batch, run_landing_file
 
 
 def decisions(result) -> dict[str, str]:
@@ -29,13 +29,7 @@ def test_a_half_quarantined_batch_stops_on_the_quarantine_share(database_url, da
     bad = ['{"id": "x", "title": "T", "text": "unterminated', '{"id": "y", "title": "T", "text": "   "}',
            '{"title": "no id", "text": "Some text."}'] * 10
     (landing_dir() / "half.jsonl").write_text("\n".join(line for pair in zip(good, bad) for line in pair) + "\n")
-    from lvm_pipeline.defs.assets import ingestion_assets
-    from lvm_pipeline.defs.checks import gate_checks
-    from lvm_pipeline.defs.partitions import batches
-
-    dagster_instance.add_dynamic_partitions(batches.name, ["half.jsonl"])
-    result = materialize([*ingestion_assets, *gate_checks], partition_key="half.jsonl", instance=dagster_instance,
-                         resources=resources(), raise_on_error=False)
+    result = run_landing_file(dagster_instance, "half.jsonl")
     quarantine = checks(result)["quarantine"]
     assert quarantine.metadata["decision"].value == "STOP" and quarantine.metadata["quarantined_share"].value == 0.5
     report = quarantine.metadata["report"].value
@@ -94,13 +88,7 @@ def test_a_truncated_dump_with_no_page_gives_one_alert(database_url, dagster_ins
     text = " ".join(r["text"] for r in vital_records[:5])
     data = bz2.compress(dump(page(1, "Only page", text)))
     (landing_dir() / "broken.xml.bz2").write_bytes(data[: len(data) // 2])
-    from lvm_pipeline.defs.assets import ingestion_assets
-    from lvm_pipeline.defs.checks import gate_checks
-    from lvm_pipeline.defs.partitions import batches
-
-    dagster_instance.add_dynamic_partitions(batches.name, ["broken.xml.bz2"])
-    result = materialize([*ingestion_assets, *gate_checks], partition_key="broken.xml.bz2", instance=dagster_instance,
-                         resources=resources(), raise_on_error=False)
+    result = run_landing_file(dagster_instance, "broken.xml.bz2")
     assert decisions(result) == {"quarantine": "STOP"}  # blocking: the rest do not run
     assert "truncated or corrupt file" in checks(result)["quarantine"].description
     tick(dagster_instance)
@@ -110,13 +98,7 @@ def test_a_truncated_dump_with_no_page_gives_one_alert(database_url, dagster_ins
 def test_a_batch_with_nothing_to_grade_gives_one_alert_and_the_others_say_not_graded(database_url, dagster_instance):
     xml = dump(page(1, "Elsewhere", "#REDIRECT [[Somewhere]]", redirect="Somewhere"), page(2, "Talk", "Hi.", ns=1))
     (landing_dir() / "redirects.xml").write_bytes(xml)
-    from lvm_pipeline.defs.assets import ingestion_assets
-    from lvm_pipeline.defs.checks import gate_checks
-    from lvm_pipeline.defs.partitions import batches
-
-    dagster_instance.add_dynamic_partitions(batches.name, ["redirects.xml"])
-    result = materialize([*ingestion_assets, *gate_checks], partition_key="redirects.xml", instance=dagster_instance,
-                         resources=resources(), raise_on_error=False)
+    result = run_landing_file(dagster_instance, "redirects.xml")
     found = checks(result)
     assert found["data_integrity"].metadata["decision"].value == "STOP"
     ungraded = {name for name, check in found.items() if check.metadata["decision"].value == "not graded"}

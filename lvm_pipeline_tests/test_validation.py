@@ -23,10 +23,14 @@ from lvm_pipeline_tests.conftest import landing_dir, write_jsonl
 
 def run_batch(instance, name: str, records: list[dict], mode: str = "packed", ops: dict | None = None):
     write_jsonl(landing_dir() / name, records)
+    return run_landing_file(instance, name, {"concept_chunks": ConceptChunksConfig(mode=mode), **(ops or {})})
+
+
+def run_landing_file(instance, name: str, ops: dict | None = None):
+    """The ingestion assets and every gate on the landing file `name`, as the batch `name`."""
     instance.add_dynamic_partitions(batches.name, [name])
     return materialize([*ingestion_assets, *gate_checks], partition_key=name, instance=instance,
-                       resources=resources(), raise_on_error=False,
-                       run_config=RunConfig(ops={"concept_chunks": ConceptChunksConfig(mode=mode), **(ops or {})}))
+                       resources=resources(), raise_on_error=False, run_config=RunConfig(ops=ops or {}))
 
 
 def shuffled_across_articles(records: list[dict]) -> list[dict]:

@@ -44,16 +44,19 @@ class Bound:
         return _OPS[self.op](value, self.limit)
 
     def holds_somewhere(self, interval: tuple[float, float]) -> bool:
-        """True when some value of the interval satisfies the bound."""
-        low, high = interval
-        return self.holds(high) if self.op in (">", ">=") else self.holds(low) if self.op in ("<", "<=") else (
-            low <= self.limit <= high if self.op == "==" else not low == high == self.limit)
+        """True when some value of the interval satisfies the bound (an ordering bound: <, <=, >, >=)."""
+        return self.holds(interval[1] if self._lower_limit else interval[0])
 
     def holds_everywhere(self, interval: tuple[float, float]) -> bool:
-        """True when every value of the interval satisfies the bound."""
-        low, high = interval
-        return self.holds(low) if self.op in (">", ">=") else self.holds(high) if self.op in ("<", "<=") else (
-            low == high == self.limit if self.op == "==" else not low <= self.limit <= high)
+        """True when every value of the interval satisfies the bound (an ordering bound)."""
+        return self.holds(interval[0] if self._lower_limit else interval[1])
+
+    @property
+    def _lower_limit(self) -> bool:
+        """True for `>` / `>=`, False for `<` / `<=`; an interval is not graded against `==` or `!=`."""
+        if self.op not in ("<", "<=", ">", ">="):
+            raise ValueError(f"a share's interval is graded against an ordering bound, not {self.op!r}")
+        return self.op in (">", ">=")
 
     def __str__(self) -> str:
         return f"{self.op} {self.limit:g}"

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -107,8 +107,7 @@ def _answer(result: NextConcept, bank_version: str, queued_ms: float, started: f
     latency = result.latency_ms
     return {
         "model": result.model, "bank_version": bank_version, "context": result.context,
-        "neighbours": [{"text": n.text, "score": n.score, "row": n.row, "concept_id": n.concept_id,
-                        "article_id": n.article_id} for n in result.neighbours],
+        "neighbours": [asdict(n) for n in result.neighbours],
         "latency_ms": {"encode": latency["encode"], "model": latency["predict"], "search": latency["decode"],
                        "queue": round(queued_ms, 3), "total": round((time.perf_counter() - started) * 1000, 3)},
     }
