@@ -416,30 +416,67 @@ def utf8_text(data: bytes, where: str) -> str:
 
 # -- serve ------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    """The model as an HTTP service (docs/SERVING.md): uvicorn, one worker; the model loads in the background."""
+    """The model as an HTTP service (docs/SERVING.md): uvicorn with `--workers` processes, each loading the model in
+    the background."""
     import uvicorn
 
-    from lvm_pipeline.encoders import SentenceEncoder
-    from lvm_pipeline.inference import NextConceptPredictor
-    from lvm_pipeline.serving.app import ServingSettings, create_app
+    from lvm_pipeline.serving.app import SPEC_VARIABLE, ServingSettings, serve_spec
 
-    if args.max_batch < 1 or args.queue < 1 or args.max_wait_ms < 0:
-        raise PipelineError("--max-batch and --queue must be at least 1, --max-wait-ms at least 0")
-    config = settings()
-    checkpoint, bank = chosen_model(args)
-    app = create_app(lambda: NextConceptPredictor(checkpoint, bank, SentenceEncoder(config.encoder)),
-                     ServingSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.queue,
-                                     token=config.api_token))
+    if args.max_batch < 1 or args.queue < 1 or args.max_wait_ms < 0 or args.workers < 1:
+        raise PipelineError("--max-batch, --queue and --workers must be at least 1, --max-wait-ms at least 0")
+    checkpoint, _bank = chosen_model(args)
+    if args.backend != "torch":
+        from lvm_pipeline.serving.onnx_export import backend_paths
+
+        if not backend_paths(checkpoint)[args.backend].is_file():  # now, not in the worker after the port opened
+            raise PipelineError(f"no {args.backend} export of {checkpoint}: run lvm-pipeline export-onnx first")
+    os.environ[SPEC_VARIABLE] = serve_spec(checkpoint, args.backend, ServingSettings(
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.queue))
     with socket.socket() as probe:  # a port in use is one line, not uvicorn's traceback
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as error:
             raise PipelineError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from error
-    print(f"lvm-pipeline serve: {checkpoint} on http://{args.host}:{args.port} (ready when /readyz says so)",
-          flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning", access_log=False)
+    print(f"lvm-pipeline serve: {checkpoint} ({args.backend}, {args.workers} worker(s)) on http://{args.host}:"
+          f"{args.port} (ready when /readyz says so)", flush=True)
+    uvicorn.run("lvm_pipeline.serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
+                workers=args.workers, log_level="warning", access_log=False)
     return 0
+
+
+# -- export-onnx ------------------------------------------------------------------------------
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """Each chosen checkpoint as ONNX and INT8 beside it, with its parity on the test queries (docs/SERVING.md)."""
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.datasets.sequences import load_sequences
+    from lvm_pipeline.encoders import SentenceEncoder
+    from lvm_pipeline.inference import family_checkpoint
+    from lvm_pipeline.serving.onnx_export import export_checkpoint
+    from lvm_pipeline.training.runs import current_run_dir
+
+    config = settings()
+    if args.checkpoint:
+        checkpoints = [args.checkpoint]
+    else:
+        families = args.family or [f for f in FAMILY_NAMES if current_run_dir(config.checkpoints_dir, f)]
+        if not families:
+            raise PipelineError("no trained model to export: materialize lvm_checkpoint (or run lvm-pipeline demo)")
+        checkpoints = [family_checkpoint(config.checkpoints_dir, family) for family in families]
+    try:
+        bank = open_bank(config.exports_dir)
+        sequences = load_sequences(bank, config.exports_dir / "sequences")
+    except (FileNotFoundError, ValueError) as error:  # no bank or sequences yet, or sequences of another bank
+        raise PipelineError(str(error)) from error
+    encoder = SentenceEncoder(config.encoder)
+    encoder = encoder if encoder.fingerprint == bank.manifest.get("encoder_fingerprint") else None
+    failed = 0
+    for checkpoint in checkpoints:
+        started = time.monotonic()
+        report = export_checkpoint(checkpoint, sequences, encoder, config.exports_dir / "sequences")
+        failed += not report.parity
+        print(f"{report.markdown()}\n({time.monotonic() - started:.0f} s)\n", flush=True)
+    return 1 if failed else 0
 
 
 # -- dev --------------------------------------------------------------------------------------
@@ -582,7 +619,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=64, help="requests per batched call (default 64)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5 ms)")
     p.add_argument("--queue", type=int, default=1024, help="requests waiting at most; more get 503 (default 1024)")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="run the model in PyTorch (default) or its ONNX export (lvm-pipeline export-onnx first)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own model (default 1)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export-onnx", help="export checkpoints to ONNX and INT8, with parity on the test queries")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--family", nargs="+", choices=FAMILY_NAMES, default=None,
+                       help="these families' current best checkpoints (default: every trained family)")
+    which.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("dev", help="open the Dagster UI on 127.0.0.1")
     p.add_argument("--host", default="127.0.0.1")

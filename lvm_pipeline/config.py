@@ -27,6 +27,7 @@ class Settings:
     llm_api_key: str | None  # LVM_LLM_API_KEY: the LLM TMD assigner's key
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, else a SQLite store in the data folder (the `mlflow` extra)
     api_token: str | None = None  # LVM_API_TOKEN: `lvm-pipeline serve` wants it as a bearer token
+    serve_spec: str | None = None  # LVM_SERVE_SPEC: set by `serve` for its worker processes (JSON), not by hand
 
     @property
     def landing_dir(self) -> Path:
@@ -73,6 +74,7 @@ def settings() -> Settings:
         llm_api_key=_get("LVM_LLM_API_KEY"),
         mlflow_tracking_uri=_get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir.resolve() / 'mlflow.db'}",
         api_token=_get("LVM_API_TOKEN"),
+        serve_spec=_get("LVM_SERVE_SPEC"),
     )
 
 

@@ -21,8 +21,9 @@ from lvm_pipeline.evaluation.decoding import retrieval_decode
 from lvm_pipeline.evaluation.queries import Queries
 from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.serving.onnx_export import load_backend
 from lvm_pipeline.tmd.schema import TMD_DIM
-from lvm_pipeline.training.checkpoint import check_compatible, load_checkpoint
+from lvm_pipeline.training.checkpoint import check_compatible
 from lvm_pipeline.training.runs import require_current_run
 
 REPORT_JSON = "benchmark_report.json"
@@ -52,10 +53,13 @@ class NextConcept:
 
 @dataclass(frozen=True)
 class ContextQuery:
-    """One question of a batch: its context as sentences (`texts`) or as vectors (L, D) (`vectors`), exactly one."""
+    """One question of a batch: its context as sentences (`texts`) or as vectors (L, D) (`vectors`), exactly one;
+    with vectors, a text-view model also needs `views` (L, D): the encoder's embedding of the context's recent text
+    at each position (as `context_text.context_views` reads the bank), encoded by the client."""
 
     texts: tuple[str, ...] | None = None
     vectors: np.ndarray | None = None
+    views: np.ndarray | None = None
     k: int = 5
     exclude_context: bool = False  # drop bank concepts whose text is one of the context's sentences
 
@@ -101,16 +105,17 @@ class NextConceptPredictor:
     """A checkpoint, the bank it decodes into and the encoder of that bank, loaded once for many predictions.
 
     `predict_batch` answers many contexts with one encoder call, one model forward and one FAISS search;
+    `backend` runs the model: "torch", or its ONNX export "onnx" / "onnx-int8" (`lvm-pipeline export-onnx`);
     `search_batch` is the vector baseline (the context's own vector searched in the bank) the same way.
     """
 
-    def __init__(self, checkpoint: Path, bank: Bank, encoder: SentenceEncoder):
-        model, sidecar = load_checkpoint(checkpoint)
+    def __init__(self, checkpoint: Path, bank: Bank, encoder: SentenceEncoder, backend: str = "torch"):
+        model, sidecar = load_backend(checkpoint, backend)
         check_compatible(sidecar, bank)
         if encoder.fingerprint != bank.manifest.get("encoder_fingerprint"):
             raise PipelineError(f"the encoder {encoder.name} ({encoder.fingerprint}) is not the bank's "
                                 f"({bank.manifest.get('encoder_fingerprint')}): set LVM_ENCODER to the bank's encoder")
-        self.checkpoint, self.bank, self.encoder = Path(checkpoint), bank, encoder
+        self.checkpoint, self.bank, self.encoder, self.backend = Path(checkpoint), bank, encoder, backend
         self.predictor = ModelPredictor(model, sidecar["model_name"])
         self.index = BankIndex(bank.vectors)
         self.concept_ids = bank.column("cpe_id")
@@ -134,8 +139,9 @@ class NextConceptPredictor:
 
     def predict_batch(self, queries: Sequence[ContextQuery]) -> list[NextConcept]:
         """One answer per query, nearest first; the latencies are the batch's (every query shares them)."""
-        if self.needs_texts and any(q.texts is None for q in queries):
-            raise PipelineError(f"{self.predictor.name} reads the text view of its context: give texts, not vectors")
+        if self.needs_texts and any(q.texts is None and q.views is None for q in queries):
+            raise PipelineError(f"{self.predictor.name} reads the text view of its context: give texts, or vectors "
+                                "with their views")
         started = time.perf_counter()
         contexts, views = self._encode_contexts(queries, with_views=self.needs_texts)
         encoded = time.perf_counter()
@@ -175,6 +181,8 @@ class NextConceptPredictor:
         for query in queries:
             if query.texts is None:
                 contexts.append(np.asarray(query.vectors, dtype=np.float32))
+                if views is not None:
+                    views.append(np.asarray(query.views, dtype=np.float32))
                 continue
             vectors = sentence_vectors[sentence_at:sentence_at + query.length]
             sentence_at += query.length

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvm_pipeline.datasets.bank import open_bank
-from lvm_pipeline.inference import NextConceptPredictor
+from lvm_pipeline.inference import ContextQuery, NextConceptPredictor
 from lvm_pipeline.serving.app import ServingSettings, create_app
 from lvm_pipeline.serving.inputs import MAX_BODY_BYTES, MAX_SENTENCE_CHARS, MAX_SENTENCES
 
@@ -259,8 +260,6 @@ def test_the_serve_command_answers_and_stops_on_sigterm(data_dir):
 
 
 def test_the_predictor_batches_contexts_of_any_length_as_it_answers_one(predictor, encoder):
-    from lvm_pipeline.inference import ContextQuery
-
     contexts = [CONTEXT, CONTEXT[:1], ["Paris is the capital of France.", "It lies on the Seine.", "It is old."]]
     batched = predictor.predict_batch([ContextQuery.of_texts(c, k=4) for c in contexts]
                                       + [ContextQuery(vectors=encoder.encode(contexts[2]), k=4)])
@@ -270,3 +269,74 @@ def test_the_predictor_batches_contexts_of_any_length_as_it_answers_one(predicto
         np.testing.assert_allclose([n.score for n in answer.neighbours], [n.score for n in alone.neighbours],
                                    atol=1e-4)
     assert set(batched[0].latency_ms) == {"encode", "predict", "decode", "total"}
+
+
+@pytest.fixture(scope="module")
+def text_view_predictor(data_dir, encoder, tmp_path_factory):
+    """A text-view gru (toy_gru_text, its gate open) saved as a checkpoint of the data folder's bank."""
+    from lvm_pipeline.models.base import build_model
+    from lvm_pipeline.training.checkpoint import read_sidecar, save_checkpoint
+
+    sidecar = read_sidecar(data_dir / "checkpoints" / "gru" / "run1" / "best.json")
+    torch.manual_seed(0)
+    model = build_model("toy_gru_text", int(sidecar["d_input"]))
+    model.view_gate.data.fill_(0.5)
+    directory = tmp_path_factory.mktemp("text_view")
+    path = save_checkpoint(directory, model, sidecar | {"model_config": model.config.to_dict(), "model_name": "gru_text"},
+                           name="best")
+    return NextConceptPredictor(path, open_bank(data_dir / "exports"), encoder)
+
+
+def test_a_text_view_model_takes_vectors_with_their_views_and_answers_as_from_the_texts(text_view_predictor):
+    client = ready_client(create_app(text_view_predictor))
+    try:
+        vectors = client.post("/v1/next", json={"vectors": text_view_predictor.encoder.encode(CONTEXT).tolist()})
+        assert vectors.status_code == 422 and "views" in vectors.json()["error"]
+        contexts, views = text_view_predictor._encode_contexts([ContextQuery.of_texts(CONTEXT)], with_views=True)
+        assert not np.allclose(views[0], contexts[0])  # the second position's view reads both sentences
+        from_texts = client.post("/v1/next", json={"texts": CONTEXT, "k": 4}).json()
+        from_vectors = client.post("/v1/next", json={"vectors": contexts[0].tolist(), "views": views[0].tolist(),
+                                                     "k": 4})
+        assert from_vectors.status_code == 200, from_vectors.text
+        assert [n["row"] for n in from_vectors.json()["neighbours"]] == [n["row"] for n in from_texts["neighbours"]]
+        one_view_short = client.post("/v1/next", json={"vectors": contexts[0].tolist(), "views": views[0][:1].tolist()})
+        assert one_view_short.status_code == 422 and "one view per vector" in one_view_short.json()["error"]
+        views_with_texts = client.post("/v1/next", json={"texts": CONTEXT, "views": views[0].tolist()})
+        assert views_with_texts.status_code == 422
+    finally:
+        client.__exit__(None, None, None)
+
+
+def test_exclude_context_drops_the_context_sentences_from_the_next_concepts(client, predictor):
+    contexts = [[str(text)] for text in predictor.bank.texts[:200]]
+    answers = predictor.predict_batch([ContextQuery.of_texts(c, k=10) for c in contexts])
+    echoing = [c for c, a in zip(contexts, answers) if c[0] in [n.text for n in a.neighbours]]
+    assert echoing, "no context among its own next concepts: nothing to exclude"
+    context = echoing[0]
+    kept = client.post("/v1/next", json={"texts": context, "k": 10}).json()["neighbours"]
+    assert context[0] in [n["text"] for n in kept]
+    dropped = client.post("/v1/next", json={"texts": context, "k": 10, "exclude_context": True}).json()["neighbours"]
+    assert len(dropped) == 10 and context[0] not in [n["text"] for n in dropped]
+
+
+def test_an_unexpected_error_is_a_500_whose_error_id_the_log_carries(predictor, caplog):
+    working = predictor
+
+    class Broken:
+        dimension, needs_texts, bank = working.dimension, False, working.bank
+        predictor, checkpoint, encoder, backend = working.predictor, working.checkpoint, working.encoder, "torch"
+
+        def predict_batch(self, queries):
+            raise RuntimeError("a bug in the model code")
+
+    client = ready_client(create_app(Broken, ServingSettings(max_wait_ms=1)))
+    try:
+        with caplog.at_level("ERROR"):
+            response = client.post("/v1/next", json={"texts": CONTEXT})
+        assert response.status_code == 500
+        error_id = response.json()["error_id"]
+        assert response.json()["error"] == "internal error" and "a bug" not in response.text
+        assert any(error_id in record.getMessage() for record in caplog.records)
+        assert client.post("/v1/search", json={"texts": CONTEXT}).status_code == 500  # search is broken too (Broken)
+    finally:
+        client.__exit__(None, None, None)

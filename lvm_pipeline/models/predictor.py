@@ -19,12 +19,16 @@ from lvm_pipeline.evaluation.queries import Queries
 class ModelPredictor:
     """`predict(vectors, queries, tmd)` -> (n, D) float32 with `model` in eval mode, without gradients.
 
+    `model` is a PyTorch model or an `OnnxModel` (`lvm_pipeline.models.onnx`), which is called the same way.
+
     A model with the text view reads `views` (N, D), the bank-aligned context views (`context_text.context_views`).
     """
 
     def __init__(self, model: nn.Module, name: str, batch_size: int = 256, device: str | torch.device = "cpu",
                  max_context: int | None = None, views: np.ndarray | None = None):
-        self.model, self.name = model.to(device), name
+        self.model, self.name = model.to(device) if isinstance(model, nn.Module) else model, name
+        fixed = getattr(model, "fixed_length", None)  # an ONNX export of a fixed length reads at most that many
+        max_context = fixed if max_context is None else min(max_context, fixed or max_context)
         self.batch_size, self.device, self.max_context = batch_size, torch.device(device), max_context
         self.uses_tmd = bool(getattr(getattr(model, "config", None), "tmd", False))
         self.uses_view = bool(getattr(getattr(model, "config", None), "text_view", False))
@@ -67,6 +71,8 @@ class ModelPredictor:
         return self._run(x, side, torch.from_numpy(lengths - 1).to(self.device))
 
     def _run(self, x: torch.Tensor, side: dict[str, torch.Tensor], last: torch.Tensor) -> np.ndarray:
+        if not isinstance(self.model, nn.Module):
+            return self.model(x, **side)[torch.arange(len(x)), last.cpu()].numpy()
         was_training = self.model.training
         self.model.eval()
         try:

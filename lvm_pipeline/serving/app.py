@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -71,6 +73,7 @@ class _State:
                 self.failure = f"loading failed: {error}"
                 return
             self.metrics.model.info({"model": predictor.predictor.name, "checkpoint": str(predictor.checkpoint),
+                                     "backend": predictor.backend,
                                      "bank_version": predictor.bank.version, "encoder": str(predictor.encoder.name)})
             self.predictor = predictor
             self.batcher.start()
@@ -200,6 +203,31 @@ def create_app(predictor: NextConceptPredictor | Callable[[], NextConceptPredict
         return await answer(request, "search", "/v1/search")
 
     return app
+
+
+SPEC_VARIABLE = "LVM_SERVE_SPEC"
+
+
+def serve_spec(checkpoint: Path, backend: str, settings: ServingSettings) -> str:
+    """What each worker of `lvm-pipeline serve` builds its app from (the token stays in LVM_API_TOKEN)."""
+    return json.dumps({"checkpoint": str(checkpoint), "backend": backend,
+                       "settings": {k: v for k, v in asdict(settings).items() if k != "token"}})
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process (uvicorn's factory): the model of LVM_SERVE_SPEC on the configured bank."""
+    from lvm_pipeline.config import settings as environment
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.encoders import SentenceEncoder
+
+    config = environment()
+    if not config.serve_spec:
+        raise RuntimeError(f"{SPEC_VARIABLE} is not set: start the service with lvm-pipeline serve")
+    spec = json.loads(config.serve_spec)
+    checkpoint, backend = Path(spec["checkpoint"]), spec["backend"]
+    return create_app(lambda: NextConceptPredictor(checkpoint, open_bank(config.exports_dir),
+                                                   SentenceEncoder(config.encoder), backend),
+                      ServingSettings(**spec["settings"], token=config.api_token))
 
 
 def _authorized(request: Request, token: str) -> bool:

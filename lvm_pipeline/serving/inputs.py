@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,6 +28,7 @@ class ContextBody(BaseModel):
 
     texts: list[str] | None = Field(default=None, max_length=MAX_SENTENCES)
     vectors: list[list[float]] | None = Field(default=None, max_length=MAX_SENTENCES)
+    views: list[list[float]] | None = Field(default=None, max_length=MAX_SENTENCES)  # with vectors: each one's view
     k: int = Field(default=5, ge=1, le=MAX_K)
     exclude_context: bool = False
 
@@ -60,6 +60,8 @@ def context_query(body: ContextBody, dimension: int, needs_texts: bool) -> Conte
     """The body as the predictor's question, checked against the caps and the bank's dimension."""
     if (body.texts is None) == (body.vectors is None):
         raise BadInput(422, "give exactly one of texts and vectors")
+    if body.views is not None and body.vectors is None:
+        raise BadInput(422, "views go with vectors: texts are viewed by the service")
     if body.texts is not None:
         too_long = next((i for i, s in enumerate(body.texts) if len(s) > MAX_SENTENCE_CHARS), None)
         if too_long is not None:
@@ -67,14 +69,24 @@ def context_query(body: ContextBody, dimension: int, needs_texts: bool) -> Conte
         if not any(s.strip() for s in body.texts):
             raise BadInput(422, "give at least one non-empty sentence of context")
         return ContextQuery.of_texts(body.texts, body.k, body.exclude_context)
-    if needs_texts:
-        raise BadInput(422, "this model reads the text view of its context: give texts, not vectors")
-    if not body.vectors:
-        raise BadInput(422, "give at least one context vector")
-    wrong = next((i for i, v in enumerate(body.vectors) if len(v) != dimension), None)
+    if body.views is None and needs_texts:
+        raise BadInput(422, "this model reads the text view of its context: give texts, or vectors with their views")
+    vectors = _finite_matrix(body.vectors, "vectors", dimension)
+    views = _finite_matrix(body.views, "views", dimension) if body.views is not None and needs_texts else None
+    if views is not None and len(views) != len(vectors):
+        raise BadInput(422, f"{len(views)} views for {len(vectors)} vectors: give one view per vector")
+    return ContextQuery(vectors=vectors, views=views, k=body.k, exclude_context=body.exclude_context)
+
+
+def _finite_matrix(rows: list[list[float]], name: str, dimension: int) -> np.ndarray:
+    """(L, dimension) float32 of finite numbers, at least one row."""
+    if not rows:
+        raise BadInput(422, f"give at least one context vector in {name}")
+    wrong = next((i for i, v in enumerate(rows) if len(v) != dimension), None)
     if wrong is not None:
-        raise BadInput(422, f"vectors[{wrong}] has {len(body.vectors[wrong])} dimensions, the bank {dimension}")
-    vectors = np.asarray(body.vectors, dtype=np.float32)
-    if not np.all(np.isfinite(vectors)) or not all(math.isfinite(x) for v in body.vectors for x in v):
-        raise BadInput(422, "vectors must be finite numbers (no NaN or infinity)")
-    return ContextQuery(vectors=vectors, k=body.k, exclude_context=body.exclude_context)
+        raise BadInput(422, f"{name}[{wrong}] has {len(rows[wrong])} dimensions, the bank {dimension}")
+    with np.errstate(over="ignore"):  # a number past float32's range becomes inf, refused below
+        matrix = np.asarray(rows, dtype=np.float32)
+    if not np.all(np.isfinite(matrix)):
+        raise BadInput(422, f"{name} must be finite float32 numbers (no NaN, infinity or overflow)")
+    return matrix

@@ -5,7 +5,9 @@ A checkpoint `<dir>/<name>` is:
 - `<name>.json`: the sidecar: model_name, model_config (`ModelConfig.to_dict`), d_input, encoder_fingerprint,
   bank_version, dataset_version, epoch, step, metrics, train_config, history (what `load_checkpoint` needs);
 - `<name>.state.pt` (resume only): optimizer, schedule, RNG states, counters: tensors, numbers, strings,
-  lists and dicts only, read back with `torch.load(weights_only=True)`.
+  lists and dicts only, read back with `torch.load(weights_only=True)`;
+- `<name>.onnx`, `<name>.int8.onnx`, `<name>.onnx.json` (after `lvm-pipeline export-onnx`): the weights as ONNX and
+  the export's parity report (`serving.onnx_export`); saving new weights deletes them, as they no longer match.
 Every file is written under a temporary name and renamed into place. Nothing is ever unpickled.
 """
 
@@ -23,7 +25,8 @@ from lvm_pipeline.files import atomic_write
 from lvm_pipeline.models.base import NextConceptModel, build_model, config_from_dict
 
 FORMAT = "lvm_pipeline.checkpoint/1"
-SUFFIXES = (".safetensors", ".json", ".state.pt")
+EXPORT_SUFFIXES = (".onnx", ".int8.onnx", ".onnx.json")  # derived from the weights: stale once they change
+SUFFIXES = (".safetensors", ".json", ".state.pt", *EXPORT_SUFFIXES)
 
 
 def checkpoint_files(directory: Path, name: str) -> dict[str, Path]:
@@ -44,6 +47,8 @@ def save_checkpoint(directory: Path, model: NextConceptModel, sidecar: dict, tra
         atomic_write(files[".state.pt"], lambda f: torch.save(training_state, f))
     else:
         files[".state.pt"].unlink(missing_ok=True)
+    for suffix in EXPORT_SUFFIXES:
+        files[suffix].unlink(missing_ok=True)
     return files[".safetensors"]
 
 
@@ -52,19 +57,19 @@ def delete_checkpoint(directory: Path, name: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def _checkpoint_stem(path: Path) -> Path:
+def checkpoint_stem(path: Path) -> Path:
     """A checkpoint's path without suffix, from its directory (-> `best`), any of its files, or the stem."""
     path = Path(path)
     if path.is_dir():
         return path / "best"
-    for suffix in SUFFIXES:
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):  # ".int8.onnx" before ".onnx", ".onnx.json" before ".json"
         if path.name.endswith(suffix):
             return path.with_name(path.name[:-len(suffix)])
     return path
 
 
 def read_sidecar(path: Path) -> dict:
-    stem = _checkpoint_stem(path)
+    stem = checkpoint_stem(path)
     sidecar_path = stem.with_name(f"{stem.name}.json")
     if not sidecar_path.is_file():
         raise PipelineError(f"no checkpoint at {stem} ({sidecar_path.name} is missing)")
@@ -74,7 +79,7 @@ def read_sidecar(path: Path) -> dict:
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[NextConceptModel, dict]:
     """The model of a checkpoint (its directory, any of its files, or its path without suffix) in eval mode,
     built from the sidecar's config, and the sidecar."""
-    stem = _checkpoint_stem(path)
+    stem = checkpoint_stem(path)
     sidecar = read_sidecar(stem)
     model = build_model(config_from_dict(sidecar["model_config"]), int(sidecar["d_input"]))
     model.load_state_dict(load_file(stem.with_name(f"{stem.name}.safetensors"), device=str(device)))
@@ -83,7 +88,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Nex
 
 def load_training_state(path: Path) -> dict:
     """The resume state of a checkpoint (weights-only: an object that needs unpickling is refused)."""
-    stem = _checkpoint_stem(path)
+    stem = checkpoint_stem(path)
     state_path = stem.with_name(f"{stem.name}.state.pt")
     try:
         return torch.load(state_path, map_location="cpu", weights_only=True)
