@@ -189,7 +189,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the database, write the demo batches, ingest them all, build the bank and the sequences, train one
-    model per family, benchmark them (benchmark_report, retrieval_benchmark) and measure the scaling coefficient."""
+    model per family, benchmark them (benchmark_report, retrieval_benchmark), measure the scaling coefficient, and
+    grade the best model's deployment readiness (its ONNX export, the service under a short load test)."""
     cmd_db(argparse.Namespace(action="start", dagster=False))
     failed = ingest_paths(write_demo(args), args.mode or DEMO_MODE, args.debug)
     cmd_batches(argparse.Namespace())
@@ -204,6 +205,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         scaling = ScalingConfig(family="gru" if "gru" in families else families[0])
         ok = materialize_and_report([scaling_report], ops={"scaling_report": scaling}, debug=args.debug) and ok
+        ok = ok and build_deployment_readiness(args.debug)
     return 1 if failed or not ok else 0
 
 
@@ -238,6 +240,17 @@ def build_retrieval_benchmark(debug: bool = False) -> bool:
     from lvm_pipeline.defs.retrieval import retrieval_benchmark
 
     return materialize_and_report([retrieval_benchmark], debug=debug)
+
+
+def build_deployment_readiness(debug: bool = False) -> bool:
+    """Export the report's best model to ONNX (its lvm_onnx partition), then grade deployment_readiness."""
+    from lvm_pipeline.defs.serving import deployment_readiness, lvm_onnx
+    from lvm_pipeline.inference import report_best_checkpoint
+
+    config = settings()
+    family = report_best_checkpoint(config.reports_dir, config.checkpoints_dir).parents[1].name  # <family>/<run>/best
+    return (materialize_and_report([lvm_onnx], partition_key=family, debug=debug)
+            and materialize_and_report([deployment_readiness], debug=debug))
 
 
 def train_families(families: list[str], seconds: float | None, debug: bool = False) -> list[str]:
@@ -297,6 +310,11 @@ SUMMARIES = {  # one line per materialized asset, from its metadata
     "scaling_report": lambda m: (f"scaling_report: coefficient {m['coefficient']:.3f} (95% CI {m['coefficient_ci_low']:.3f} "
                                  f"to {m['coefficient_ci_high']:.3f}; target >= 0.85): test Hit@5 {m['hit_at_5_all']:.1%} "
                                  f"on all batches, {m['hit_at_5_half']:.1%} on half\n  report: {m['markdown']}"),
+    "lvm_onnx": lambda m: (f"lvm_onnx: parity {'holds' if m['parity'] else 'FAILS'}: Hit@5 {m['hit_at_5_torch']:.1%} "
+                           f"(torch), {m['hit_at_5_onnx']:.1%} (onnx), {m['hit_at_5_int8']:.1%} (int8)"
+                           if m["exported"] else f"lvm_onnx: not exported: {m['reason']}"),
+    "deployment_readiness": lambda m: (f"deployment_readiness: {m['verdict']}: {m['reason']} ({m['rows_go']} of "
+                                       f"{m['rows']} rows GO)\n  report: {m['markdown']}"),
 }
 SUMMARIES["lvm_variant"] = lambda m: SUMMARIES["lvm_checkpoint"](m).replace("lvm_checkpoint", f"lvm_variant {m['variant']}", 1)
 
@@ -426,11 +444,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise PipelineError("--max-batch, --queue and --workers must be at least 1, --max-wait-ms at least 0")
     checkpoint, _bank = chosen_model(args)
     if args.backend != "torch":
-        from lvm_pipeline.serving.onnx_export import backend_paths
+        from lvm_pipeline.training.checkpoint import backend_paths
 
         if not backend_paths(checkpoint)[args.backend].is_file():  # now, not in the worker after the port opened
             raise PipelineError(f"no {args.backend} export of {checkpoint}: run lvm-pipeline export-onnx first")
-    os.environ[SPEC_VARIABLE] = serve_spec(checkpoint, args.backend, ServingSettings(
+    os.environ[SPEC_VARIABLE] = serve_spec(checkpoint, args.backend, args.search, ServingSettings(
         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.queue))
     with socket.socket() as probe:  # a port in use is one line, not uvicorn's traceback
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -438,7 +456,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             probe.bind((args.host, args.port))
         except OSError as error:
             raise PipelineError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from error
-    print(f"lvm-pipeline serve: {checkpoint} ({args.backend}, {args.workers} worker(s)) on http://{args.host}:"
+    print(f"lvm-pipeline serve: {checkpoint} ({args.backend}, {args.search} search, {args.workers} worker(s)) on "
+          f"http://{args.host}:"
           f"{args.port} (ready when /readyz says so)", flush=True)
     uvicorn.run("lvm_pipeline.serving.app:app_from_environment", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level="warning", access_log=False)
@@ -622,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
                    help="run the model in PyTorch (default) or its ONNX export (lvm-pipeline export-onnx first)")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes, each with its own model (default 1)")
+    p.add_argument("--search", choices=("exact", "ivf"), default="exact",
+                   help="search the bank exactly (default, as the evaluation) or through an IVF index (approximate, "
+                        "faster; docs/SERVING.md)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export-onnx", help="export checkpoints to ONNX and INT8, with parity on the test queries")

@@ -19,11 +19,10 @@ from lvm_pipeline.evaluation.baselines import context_means
 from lvm_pipeline.evaluation.context_text import joined_texts, kept_starts
 from lvm_pipeline.evaluation.decoding import retrieval_decode
 from lvm_pipeline.evaluation.queries import Queries
-from lvm_pipeline.evaluation.retrieval import BankIndex
+from lvm_pipeline.evaluation.retrieval import IVF_ABOVE, BankIndex
 from lvm_pipeline.models.predictor import ModelPredictor
-from lvm_pipeline.serving.onnx_export import load_backend
 from lvm_pipeline.tmd.schema import TMD_DIM
-from lvm_pipeline.training.checkpoint import check_compatible
+from lvm_pipeline.training.checkpoint import check_compatible, load_backend
 from lvm_pipeline.training.runs import require_current_run
 
 REPORT_JSON = "benchmark_report.json"
@@ -76,6 +75,7 @@ class ContextQuery:
         return len(self.texts) if self.texts is not None else len(self.vectors)
 
 
+SEARCHES = ("exact", "ivf")
 SEARCH_MODEL = "vector_search"  # the model name of `search_batch`'s answers
 EXCLUDE_DEPTH_PER_SENTENCE = 4  # exclude_context searches this many more rows per context sentence (duplicates)
 
@@ -106,10 +106,13 @@ class NextConceptPredictor:
 
     `predict_batch` answers many contexts with one encoder call, one model forward and one FAISS search;
     `backend` runs the model: "torch", or its ONNX export "onnx" / "onnx-int8" (`lvm-pipeline export-onnx`);
+    `search` the bank: "exact" (FAISS flat, as the evaluation) or "ivf" (an inverted file probing NPROBE of its
+    ~4 sqrt(N) lists: approximate, about 20x faster per query on the demo bank; docs/SERVING.md has its overlap);
     `search_batch` is the vector baseline (the context's own vector searched in the bank) the same way.
     """
 
-    def __init__(self, checkpoint: Path, bank: Bank, encoder: SentenceEncoder, backend: str = "torch"):
+    def __init__(self, checkpoint: Path, bank: Bank, encoder: SentenceEncoder, backend: str = "torch",
+                 search: str = "exact"):
         model, sidecar = load_backend(checkpoint, backend)
         check_compatible(sidecar, bank)
         if encoder.fingerprint != bank.manifest.get("encoder_fingerprint"):
@@ -117,7 +120,10 @@ class NextConceptPredictor:
                                 f"({bank.manifest.get('encoder_fingerprint')}): set LVM_ENCODER to the bank's encoder")
         self.checkpoint, self.bank, self.encoder, self.backend = Path(checkpoint), bank, encoder, backend
         self.predictor = ModelPredictor(model, sidecar["model_name"])
-        self.index = BankIndex(bank.vectors)
+        if search not in SEARCHES:
+            raise PipelineError(f"unknown search {search!r}: one of {', '.join(SEARCHES)}")
+        self.search = search
+        self.index = BankIndex(bank.vectors, ivf_above=0 if search == "ivf" else IVF_ABOVE)
         self.concept_ids = bank.column("cpe_id")
         warm = [ContextQuery.of_texts(["A first call warms every stage up, so that the latencies reported are those "
                                        "of a warm call."])]

@@ -49,6 +49,10 @@ def test_demo_ingests_the_batches_and_builds_the_bank(database_url, dagster_inst
     assert "gru vs " in report_line or "ensemble vs " in report_line  # the best model against the best baseline
     assert any(line.startswith("retrieval_benchmark: best ") for line in out.splitlines())
     assert (landing_dir().parent / "reports" / "benchmark_report.md").is_file()
+    assert any(line.startswith("lvm_onnx: parity holds") for line in out.splitlines())
+    verdict = next(line for line in out.splitlines() if line.startswith("deployment_readiness:"))
+    assert verdict.startswith("deployment_readiness: STOP: ship the baseline instead")  # a 5-second toy model
+    assert (landing_dir().parent / "reports" / "deployment_readiness.json").is_file()
     assert code == 0, out[-3000:]
 
 

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,8 +26,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lvm_pipeline.errors import PipelineError
-from lvm_pipeline.serving.loadtest import (free_port, histogram_totals, mean_batch_size, run_load, served, text_bodies,
-                                           vector_bodies)
+from lvm_pipeline.serving.loadtest import (
+    Served,
+    free_port,
+    histogram_totals,
+    mean_batch_size,
+    run_load,
+    served,
+    text_bodies,
+    vector_bodies,
+    worker_totals,
+)
 
 DELAY_S = 0.02
 
@@ -48,19 +63,28 @@ def make_app() -> Starlette:
                              Route("/metrics", metrics)])
 
 
-@pytest.fixture(scope="module")
-def url():
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` on uvicorn in a thread, on a free loopback port: its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the test server never started"
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def url():
+    with serving(make_app()) as base:
+        yield base
 
 
 def test_sends_rate_times_duration_and_latencies_include_the_delay(url):
@@ -125,7 +149,31 @@ def test_histogram_totals_and_mean_batch_size(url):
     assert histogram_totals(url, "lvm_batch_size", kind="next") == (6.0, 2.0)
     assert histogram_totals(url, "lvm_batch_size") == (14.0, 3.0)
     assert mean_batch_size(url) == 3.0 and mean_batch_size(url, "search") == 8.0
-    assert mean_batch_size(url, since=(2.0, 1.0)) == 4.0 and mean_batch_size(url, since=(6.0, 2.0)) is None
+    assert mean_batch_size(url, since={"": (2.0, 1.0)}) == 4.0 and mean_batch_size(url, since={"": (6.0, 2.0)}) is None
+
+
+def test_the_mean_batch_size_of_several_workers_counts_each_once():
+    """Two worker processes answer scrapes in turn (each its own pid and histogram): both are read, once each."""
+    from prometheus_client import Info
+
+    registries = []
+    for pid, sizes in (("101", (2, 4)), ("202", (10,))):
+        registry = CollectorRegistry()
+        Info("lvm_model", "the model", registry=registry).info({"pid": pid})
+        histogram = Histogram("lvm_batch_size", "sizes", ["kind"], buckets=(1, 8, 16), registry=registry)
+        for size in sizes:
+            histogram.labels("next").observe(size)
+        registries.append(registry)
+    turn = iter(range(10**6))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registries[next(turn) % 2]))
+
+    with serving(Starlette(routes=[Route("/metrics", metrics)])) as url:
+        totals = worker_totals(url, "lvm_batch_size", workers=2, kind="next")
+        assert totals == {"101": (6.0, 2.0), "202": (10.0, 1.0)}
+        assert mean_batch_size(url, workers=2) == 16 / 3
+        assert mean_batch_size(url, workers=2, since={"101": (2.0, 1.0)}) == 14 / 2
 
 
 def test_bodies_are_contexts_of_consecutive_rows():
@@ -153,3 +201,19 @@ def test_served_says_why_a_server_that_cannot_start_failed(tmp_path):
         with served(["--family", "gru"], env={"LVM_DATA_DIR": str(tmp_path)}, ready_timeout_s=60):
             pass
     assert "gru" in str(failure.value)
+
+
+def test_peak_rss_counts_the_whole_process_group(tmp_path):
+    """A parent of ~0 MiB and its child of 200 MiB in their own group: the peak is the child's, at least."""
+    child = "import time; b = bytearray(200 * 2**20); time.sleep(30)"
+    parent = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(30)"
+    process = subprocess.Popen([sys.executable, "-c", parent], process_group=0)
+    try:
+        server = Served("http://127.0.0.1:1", process.pid, tmp_path / "log")
+        deadline = time.monotonic() + 10
+        while server.peak_rss_mb() < 200:
+            assert time.monotonic() < deadline, f"peak {server.peak_rss_mb():.0f} MiB"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -17,8 +17,8 @@ from lvm_pipeline.inference import ContextQuery, NextConceptPredictor
 from lvm_pipeline.models.base import TMD_DIM, build_model, registered_configs
 from lvm_pipeline.models.onnx import OnnxModel, export_onnx, input_names, quantize_int8
 from lvm_pipeline.models.predictor import ModelPredictor
-from lvm_pipeline.serving.onnx_export import BACKENDS, backend_paths, export_checkpoint, load_backend, read_report
-from lvm_pipeline.training.checkpoint import read_sidecar, save_checkpoint
+from lvm_pipeline.serving.onnx_export import export_checkpoint, read_report
+from lvm_pipeline.training.checkpoint import BACKENDS, backend_paths, load_backend, read_sidecar, save_checkpoint
 
 D = 24
 FIXED = 6  # the fixed length a family whose loop unrolls is exported at, here (the pipeline uses the windows' C)

@@ -325,6 +325,7 @@ def test_an_unexpected_error_is_a_500_whose_error_id_the_log_carries(predictor, 
     class Broken:
         dimension, needs_texts, bank = working.dimension, False, working.bank
         predictor, checkpoint, encoder, backend = working.predictor, working.checkpoint, working.encoder, "torch"
+        search = "exact"
 
         def predict_batch(self, queries):
             raise RuntimeError("a bug in the model code")

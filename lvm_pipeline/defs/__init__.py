@@ -9,7 +9,7 @@ from lvm_pipeline.defs.experiments import experiment_comparison, scaling_report
 from lvm_pipeline.defs.resources import AlertResource, EncoderResource, LandingResource, PostgresResource
 from lvm_pipeline.defs.retrieval import retrieval_benchmark
 from lvm_pipeline.defs.sensors import gate_sensor, ingest_batch_job, landing_sensor, ordered_vectors_sensor
-from lvm_pipeline.defs.serving import lvm_onnx
+from lvm_pipeline.defs.serving import deployment_readiness, lvm_onnx
 from lvm_pipeline.defs.training import lvm_variant
 from lvm_pipeline.defs.validated import phase_report
 
@@ -22,7 +22,7 @@ def resources() -> dict:
 
 defs = Definitions(
     assets=[*ingestion_assets, phase_report, *downstream_assets, retrieval_benchmark, *training_assets, lvm_variant,
-            experiment_comparison, scaling_report, lvm_onnx],
+            experiment_comparison, scaling_report, lvm_onnx, deployment_readiness],
     asset_checks=[*gate_checks, *downstream_checks, *training_checks],
     jobs=[ingest_batch_job],
     sensors=[landing_sensor, gate_sensor, ordered_vectors_sensor],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lvm_pipeline.inference import ContextQuery
@@ -44,9 +45,12 @@ def parse_body(raw: bytes) -> ContextBody:
     except UnicodeDecodeError as error:
         raise BadInput(400, f"the body is not UTF-8: byte 0x{raw[error.start]:02x} at position {error.start}") from None
     try:
-        data = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise BadInput(400, f"the body is not JSON: {error.msg} at position {error.pos}") from None
+        data = orjson.loads(text)  # several times the standard parser's speed on arrays of numbers
+    except orjson.JSONDecodeError:
+        try:  # the standard parser for the reason: its messages, and NaN/Infinity told apart
+            data = json.loads(text, parse_constant=_no_constant)
+        except json.JSONDecodeError as error:
+            raise BadInput(400, f"the body is not JSON: {error.msg} at position {error.pos}") from None
     if not isinstance(data, dict):
         raise BadInput(422, "the body must be a JSON object")
     try:

@@ -8,6 +8,7 @@ that scheduled time: a request that waits for a free connection counts its wait 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
@@ -52,12 +53,29 @@ class Served:
     log: Path
 
     def peak_rss_mb(self) -> float:
-        """The server's peak resident memory so far (VmHWM), in MiB."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+        """The server's peak resident memory so far (VmHWM), in MiB: summed over its process group (uvicorn's
+        worker processes with --workers), so an upper bound when several peak at different times."""
+        return sum(_peak_rss_kb(pid) for pid in _group(self.pid)) / 1024
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group `pgid`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _peak_rss_kb(pid: int) -> int:
+    with suppress(OSError, StopIteration):
+        status = (Path("/proc") / str(pid) / "status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    return 0
 
 
 def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
@@ -66,6 +84,17 @@ def _get(url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def post(url: str, path: str, body: bytes, timeout_s: float = 30.0) -> int:
+    """The status of one JSON POST to the server (a health probe, not load)."""
+    request = urllib.request.Request(f"{url}{path}", data=body, headers={"Content-Type": "application/json"})
+    try:
+        with _DIRECT.open(request, timeout=timeout_s) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 @contextmanager
@@ -117,27 +146,53 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 # -- Prometheus -------------------------------------------------------------------------------
-def histogram_totals(url: str, name: str, **labels: str) -> tuple[float, float]:
-    """(sum, count) of the histogram `name` on the server's `/metrics`, over its series matching `labels`."""
+def scrape(url: str) -> dict:
+    """The server's `/metrics`: metric families (prometheus_client's `Metric`) by name."""
     from prometheus_client.parser import text_string_to_metric_families
 
     status, text = _get(f"{url}/metrics")
     if status != 200:
         raise PipelineError(f"GET {url}/metrics answered {status}")
+    return {family.name: family for family in text_string_to_metric_families(text.decode())}
+
+
+def histogram_totals(url: str, name: str, **labels: str) -> tuple[float, float]:
+    """(sum, count) of the histogram `name` on the server's `/metrics`, over its series matching `labels`."""
+    return _totals(scrape(url).get(name), name, labels)
+
+
+def _totals(family, name: str, labels: dict[str, str]) -> tuple[float, float]:
     totals = {"_sum": 0.0, "_count": 0.0}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples if family.name == name else ():
-            suffix = sample.name.removeprefix(name)
-            if suffix in totals and all(sample.labels.get(k) == v for k, v in labels.items()):
-                totals[suffix] += sample.value
+    for sample in family.samples if family else ():
+        suffix = sample.name.removeprefix(name)
+        if suffix in totals and all(sample.labels.get(k) == v for k, v in labels.items()):
+            totals[suffix] += sample.value
     return totals["_sum"], totals["_count"]
 
 
-def mean_batch_size(url: str, kind: str = "next", since: tuple[float, float] = (0.0, 0.0)) -> float | None:
-    """Requests per batched call of `kind` (the `lvm_batch_size` histogram), since the `histogram_totals` given."""
-    total, count = histogram_totals(url, "lvm_batch_size", kind=kind)
-    batches = count - since[1]
-    return (total - since[0]) / batches if batches else None
+def worker_totals(url: str, name: str, workers: int = 1, max_scrapes: int = 100, **labels: str
+                  ) -> dict[str, tuple[float, float]]:
+    """`histogram_totals` per worker process (its pid, from `lvm_model_info`): with `serve --workers N` each
+    process counts its own and a scrape reaches any one, so this scrapes until `workers` of them answered."""
+    found: dict[str, tuple[float, float]] = {}
+    for _ in range(max_scrapes):
+        families = scrape(url)
+        info = families.get("lvm_model_info") or families.get("lvm_model")  # the text format calls it a gauge
+        pid = next((sample.labels.get("pid", "") for sample in info.samples), "") if info else ""
+        found[pid] = _totals(families.get(name), name, labels)
+        if len(found) >= workers:
+            break
+    return found
+
+
+def mean_batch_size(url: str, kind: str = "next", since: dict[str, tuple[float, float]] | None = None,
+                    workers: int = 1) -> float | None:
+    """Requests per batched call of `kind` (the `lvm_batch_size` histogram) over every worker, since the
+    `worker_totals` given."""
+    now, since = worker_totals(url, "lvm_batch_size", workers, kind=kind), since or {}
+    total = sum(s - since.get(pid, (0.0, 0.0))[0] for pid, (s, _) in now.items())
+    batches = sum(c - since.get(pid, (0.0, 0.0))[1] for pid, (_, c) in now.items())
+    return total / batches if batches else None
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -147,14 +202,21 @@ def _starts(rows: int, n: int, context: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, rows - context + 1, size=n)
 
 
-def vector_bodies(vectors: np.ndarray, n: int, context: int = 5, k: int = 5, seed: int = 0) -> list[bytes]:
+def vector_bodies(vectors: np.ndarray, n: int, context: int = 5, k: int = 5, seed: int = 0,
+                  views: np.ndarray | None = None) -> list[bytes]:
     """`n` `/v1/next` bodies, each a context of `context` consecutive rows of `vectors` (numbers to 6 significant
-    digits, to keep the bodies small)."""
+    digits, to keep the bodies small), with the same rows of `views` (bank-aligned, for a text-view model) if given."""
     bodies = []
     for start in _starts(len(vectors), n, context, seed):
-        rows = ",".join("[" + ",".join(map("{:.6g}".format, row.tolist())) + "]" for row in vectors[start:start + context])
-        bodies.append(f'{{"vectors":[{rows}],"k":{k}}}'.encode())
+        rows = slice(start, start + context)
+        fields = [("vectors", vectors[rows])] + ([("views", views[rows])] if views is not None else [])
+        body = ",".join(f'"{name}":[{_json_rows(matrix)}]' for name, matrix in fields)
+        bodies.append(f'{{{body},"k":{k}}}'.encode())
     return bodies
+
+
+def _json_rows(matrix: np.ndarray) -> str:
+    return ",".join("[" + ",".join(map("{:.6g}".format, row.tolist())) + "]" for row in matrix)
 
 
 def text_bodies(texts: Sequence[str], n: int, context: int = 3, k: int = 5, seed: int = 0) -> list[bytes]:
@@ -194,6 +256,8 @@ def run_load(url: str, path: str, bodies: Sequence[bytes], rate_qps: float, dura
     start + i / rate_qps, over at most `connections` keep-alive HTTP/1.1 connections (one request at a time each).
 
     A request gets `timeout_s` from its send; the run ends by duration_s + timeout_s whatever the server does.
+    The objects already alive are frozen out of the garbage collector meanwhile (`gc.freeze`): a full collection
+    of a large caller's heap (a loaded encoder: ~0.3 s) would stall the generator and count as latency.
     """
     if rate_qps <= 0 or duration_s <= 0 or connections < 1 or not bodies:
         raise ValueError("rate_qps and duration_s must be > 0, connections >= 1, and bodies not empty")
@@ -207,8 +271,12 @@ def run_load(url: str, path: str, bodies: Sequence[bytes], rate_qps: float, dura
         factory = uvloop.new_event_loop
     except ImportError:
         factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(load.run())
+    gc.freeze()
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(load.run())
+    finally:
+        gc.unfreeze()
 
 
 class _Load:
@@ -223,15 +291,15 @@ class _Load:
         self.end = self.last_answer = 0.0
 
     async def run(self) -> LoadResult:
-        loop = asyncio.get_running_loop()
-        self.end = loop.time() + self.duration + self.timeout  # nothing runs past it
+        # times from time.perf_counter: uvloop's loop.time() counts whole milliseconds
+        self.end = time.perf_counter() + self.duration + self.timeout  # nothing runs past it
         queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
-        connected = await asyncio.gather(*(self._connect(min(self.end, loop.time() + 1.0))
+        connected = await asyncio.gather(*(self._connect(min(self.end, time.perf_counter() + 1.0))
                                            for _ in range(min(self.connections, self.n))))
-        start = self.last_answer = loop.time()
+        start = self.last_answer = time.perf_counter()
         workers = [asyncio.create_task(self._worker(queue, c)) for c in connected]
         try:
-            async with asyncio.timeout_at(self.end + 1.0):  # a safety net: each step has its own deadline
+            async with asyncio.timeout(self.end + 1.0 - time.perf_counter()):  # a safety net: each step has its own
                 await self._schedule(queue, start)
                 for _ in workers:
                     queue.put_nowait(None)
@@ -248,30 +316,30 @@ class _Load:
         return self._result(self.last_answer - start)
 
     async def _schedule(self, queue: asyncio.Queue, start: float) -> None:
-        loop, i = asyncio.get_running_loop(), 0
+        i = 0
         while i < self.n:
-            due_now = min(self.n, math.floor((loop.time() - start) * self.rate) + 1)
+            due_now = min(self.n, math.floor((time.perf_counter() - start) * self.rate) + 1)
             for j in range(i, due_now):
                 queue.put_nowait((j, start + j / self.rate))
             i = max(i, due_now)
             if i < self.n:
-                await asyncio.sleep(max(0.0, start + i / self.rate - loop.time()))
+                await asyncio.sleep(max(0.0, start + i / self.rate - time.perf_counter()))
 
     async def _connect(self, deadline: float):
         with suppress(OSError, TimeoutError):
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(deadline - time.perf_counter()):
                 return await asyncio.open_connection(self.host, self.port)
         return None
 
     async def _worker(self, queue: asyncio.Queue, connection) -> None:
-        loop = asyncio.get_running_loop()
         while (item := await queue.get()) is not None:
             index, due = item
-            if loop.time() >= self.end:
+            now = time.perf_counter()
+            if now >= self.end:
                 continue  # counted as unsent
             status = None
             try:
-                async with asyncio.timeout_at(min(self.end, max(due, loop.time()) + self.timeout)):
+                async with asyncio.timeout(min(self.end, max(due, now) + self.timeout) - now):
                     if connection is None:
                         connection = await asyncio.open_connection(self.host, self.port)
                     reader, writer = connection
@@ -282,7 +350,7 @@ class _Load:
                 self.errors["timeout"] += 1
             except (OSError, EOFError, ValueError):  # IncompleteReadError and LimitOverrunError among them
                 self.errors["connection"] += 1
-            now = self.last_answer = loop.time()
+            now = self.last_answer = time.perf_counter()
             if status is not None and 200 <= status < 300:
                 self.latencies.append(now - due)
             elif status is not None:

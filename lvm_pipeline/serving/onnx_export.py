@@ -15,44 +15,24 @@ from pathlib import Path
 
 import numpy as np
 
-from lvm_pipeline.errors import PipelineError
 from lvm_pipeline.evaluation.context_text import TextEncoder, model_views
 from lvm_pipeline.evaluation.retrieval import BankIndex, retrieval_ranks
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.markdown import md_table
-from lvm_pipeline.models.base import NextConceptModel
 from lvm_pipeline.models.onnx import OnnxModel, export_onnx, quantize_int8
 from lvm_pipeline.models.predictor import ModelPredictor
 from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import (
+    BACKENDS,
+    backend_paths,
     check_compatible,
     checkpoint_files,
     checkpoint_stem,
     load_checkpoint,
-    read_sidecar,
 )
 
 HIT_TOLERANCE = 0.1  # points of Hit@5 the float export may differ from PyTorch by
-BACKENDS = ("torch", "onnx", "onnx-int8")
 SINGLE_QUERIES = 200  # one-query latency: the median over this many test queries, each asked alone
-
-
-def backend_paths(checkpoint: Path) -> dict[str, Path]:
-    """backend -> the model file it runs for `checkpoint` (the safetensors for torch)."""
-    files = _files(checkpoint)
-    return {"torch": files[".safetensors"], "onnx": files[".onnx"], "onnx-int8": files[".int8.onnx"]}
-
-
-def load_backend(checkpoint: Path, backend: str = "torch") -> tuple[NextConceptModel | OnnxModel, dict]:
-    """The model of `checkpoint` as `backend` runs it (PyTorch, or its ONNX export), and the checkpoint's sidecar."""
-    if backend not in BACKENDS:
-        raise PipelineError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
-    if backend == "torch":
-        return load_checkpoint(checkpoint)
-    path = backend_paths(checkpoint)[backend]
-    if not path.is_file():
-        raise PipelineError(f"no {backend} export of {checkpoint}: run lvm-pipeline export-onnx --checkpoint {checkpoint}")
-    return OnnxModel(path), read_sidecar(checkpoint)
 
 
 def report_path(checkpoint: Path) -> Path:

@@ -27,6 +27,7 @@ from lvm_pipeline.models.base import NextConceptModel, build_model, config_from_
 FORMAT = "lvm_pipeline.checkpoint/1"
 EXPORT_SUFFIXES = (".onnx", ".int8.onnx", ".onnx.json")  # derived from the weights: stale once they change
 SUFFIXES = (".safetensors", ".json", ".state.pt", *EXPORT_SUFFIXES)
+BACKENDS = ("torch", "onnx", "onnx-int8")  # what runs a checkpoint: its weights in PyTorch, or an ONNX export
 
 
 def checkpoint_files(directory: Path, name: str) -> dict[str, Path]:
@@ -94,6 +95,28 @@ def load_training_state(path: Path) -> dict:
         return torch.load(state_path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise PipelineError(f"{state_path} is not a weights-only training state; refusing to unpickle it") from error
+
+
+def backend_paths(checkpoint: Path) -> dict[str, Path]:
+    """backend -> the model file it runs for `checkpoint` (the safetensors for torch)."""
+    stem = checkpoint_stem(checkpoint)
+    files = checkpoint_files(stem.parent, stem.name)
+    return {"torch": files[".safetensors"], "onnx": files[".onnx"], "onnx-int8": files[".int8.onnx"]}
+
+
+def load_backend(checkpoint: Path, backend: str = "torch"):
+    """The model of `checkpoint` as `backend` runs it (PyTorch, or its ONNX export: an `OnnxModel`), and the
+    checkpoint's sidecar."""
+    from lvm_pipeline.models.onnx import OnnxModel
+
+    if backend not in BACKENDS:
+        raise PipelineError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return load_checkpoint(checkpoint)
+    path = backend_paths(checkpoint)[backend]
+    if not path.is_file():
+        raise PipelineError(f"no {backend} export of {checkpoint}: run lvm-pipeline export-onnx --checkpoint {checkpoint}")
+    return OnnxModel(path), read_sidecar(checkpoint)
 
 
 def check_compatible(sidecar: dict, bank, sequences=None) -> None:
