@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S = 30.0  # the longest a request waits for its batch
 RETRY_AFTER_S = 1  # what a 503 tells the client to wait
-FAISS_BLAS_FROM = 4  # FAISS searches a batch of at least this many queries as one matrix product (its default: 20)
+FAISS_BLAS_FROM = 4  # FAISS searches a batch of at least this many queries as one matrix product (faiss 1.15: 128,000)
 OPEN_ROUTES = ("/healthz", "/readyz")  # answered without the token
 ROUTES = ("/v1/next", "/v1/search", "/healthz", "/readyz", "/metrics")
 

@@ -158,7 +158,7 @@ def grade(f: DeploymentFigures) -> Readiness:
 
 
 def measure_deployment(checkpoint: Path, report: dict, sequences, encoder, cache_dir: Path | None,
-                       load_seconds: float, backend: str = "torch", texts_qps: float = 20.0, workers: int = 1,
+                       load_seconds: float, backend: str = "torch", texts_qps: float = 5.0, workers: int = 1,
                        search: str = "exact") -> DeploymentFigures:
     """The figures of `checkpoint` (the benchmark `report`'s best model): its report rows, its ONNX export (made now
     if missing), and `lvm-pipeline serve` started on it and loaded for `load_seconds` per scenario: vectors in at
