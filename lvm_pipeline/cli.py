@@ -475,6 +475,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from lvm_pipeline.training.runs import current_run_dir
 
     config = settings()
+    if args.checkpoint and not args.checkpoint.is_file():
+        raise PipelineError(f"no checkpoint file {args.checkpoint}")
     if args.checkpoint:
         checkpoints = [args.checkpoint]
     else:

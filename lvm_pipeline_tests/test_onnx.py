@@ -163,3 +163,11 @@ def test_an_onnx_backend_without_an_export_is_one_clear_line(tmp_path, checkpoin
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"lvm-pipeline serve: no onnx export of {tmp_path / 'best.safetensors'}: run lvm-pipeline export-onnx first"]
+
+
+def test_export_onnx_of_a_missing_checkpoint_is_one_clear_line(tmp_path, data_dir):
+    env = {"LVM_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "lvm_pipeline.cli", "export-onnx", "--checkpoint",
+                           str(tmp_path / "gone.safetensors")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"lvm-pipeline export-onnx: no checkpoint file {tmp_path / 'gone.safetensors'}"]
