@@ -60,22 +60,24 @@ def export_onnx(model: NextConceptModel, path: Path, fixed_length: int) -> OnnxE
     """Write `model` as ONNX at `path` (batch and sequence axes symbolic; a fixed sequence of `fixed_length` for a
     family whose loop over positions unrolls), checked against PyTorch at a second length."""
     model = model.eval()
-    export = _export(model, Path(path), None)
+    graph = _export(model, Path(path), None)
     try:
-        diff = _difference(model, export, CHECK_LENGTH)
+        diff = _difference(model, Path(path), CHECK_LENGTH)
+        fixed = None
     except _SequenceAxisFixed:
-        export = _export(model, Path(path), fixed_length)
-        diff = _difference(model, export, min(CHECK_LENGTH, fixed_length))
-    return OnnxExport(export, _fixed_length(export), diff, _op_counts(export))
+        graph, fixed = _export(model, Path(path), fixed_length), fixed_length
+        diff = _difference(model, Path(path), min(CHECK_LENGTH, fixed_length))
+    return OnnxExport(Path(path), fixed, diff, _op_counts(graph))
 
 
 class _SequenceAxisFixed(Exception):
     """The exported graph only takes the example's sequence length."""
 
 
-def _export(model: NextConceptModel, path: Path, fixed_length: int | None) -> Path:
-    """One export; torch.export (dynamo) unless the model holds an nn.LSTM/nn.GRU: torch.export specialises their
-    sequence length (torch 2.13), the TorchScript exporter keeps it symbolic and emits ONNX's own LSTM/GRU nodes."""
+def _export(model: NextConceptModel, path: Path, fixed_length: int | None):
+    """One export, written to `path`; returns the graph (ModelProto). torch.export (dynamo) unless the model holds an
+    nn.LSTM/nn.GRU: torch.export specialises their sequence length (torch 2.13), the TorchScript exporter keeps it
+    symbolic and emits ONNX's own LSTM/GRU nodes."""
     import onnx
 
     example = _example(model, 2, fixed_length or EXPORT_LENGTH)
@@ -99,7 +101,7 @@ def _export(model: NextConceptModel, path: Path, fixed_length: int | None) -> Pa
     about = {"model_config": model.config.to_dict(), "d_input": model.d_input, "fixed_length": fixed_length}
     graph.metadata_props.add(key=METADATA_KEY, value=json.dumps(about))
     atomic_write(path, lambda f: f.write(graph.SerializeToString()))
-    return path
+    return graph
 
 
 def _output_like_input(graph) -> None:
@@ -110,30 +112,27 @@ def _output_like_input(graph) -> None:
         target[axis].CopyFrom(source[axis])
 
 
-def _fixed_length(path: Path) -> int | None:
-    return read_metadata(path)["fixed_length"]
-
-
 def _difference(model: NextConceptModel, path: Path, length: int) -> float:
-    """Max |ONNX - PyTorch| on random inputs of `length` positions (raises _SequenceAxisFixed if refused)."""
+    """Max |ONNX - PyTorch| on random inputs of `length` positions (raises _SequenceAxisFixed if a graph exported
+    with a symbolic sequence axis refuses the length)."""
     import onnxruntime
 
     inputs = _example(model, 3, length)
     with torch.inference_mode():
         expected = model(**inputs).numpy()
+    onnx_model = OnnxModel(path)
     try:
-        got = OnnxModel(path)(**inputs).numpy()
+        got = onnx_model(**inputs).numpy()
     except onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument as error:
-        if "dimensions" in str(error) and _fixed_length(path) is None:
+        if "dimensions" in str(error) and onnx_model.fixed_length is None:
             raise _SequenceAxisFixed() from error
         raise
     return float(np.abs(got - expected).max())
 
 
-def _op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    return dict(sorted(Counter(node.op_type for node in onnx.load(str(path)).graph.node).items()))
+def _op_counts(graph) -> dict[str, int]:
+    """ONNX operator -> nodes of a ModelProto."""
+    return dict(sorted(Counter(node.op_type for node in graph.graph.node).items()))
 
 
 def quantize_int8(source: Path, target: Path) -> dict[str, int]:
@@ -147,10 +146,11 @@ def quantize_int8(source: Path, target: Path) -> dict[str, int]:
         quantize_dynamic(str(source), str(temporary), weight_type=QuantType.QInt8,
                          op_types_to_quantize=list(QUANTIZED_OPS))
         quantized = onnx.load(str(temporary))
+    original = onnx.load(str(source))
     del quantized.metadata_props[:]  # the source's, once: the quantizer may or may not carry them over
-    quantized.metadata_props.add(key=METADATA_KEY, value=json.dumps(read_metadata(source)))
+    quantized.metadata_props.extend(entry for entry in original.metadata_props if entry.key == METADATA_KEY)
     atomic_write(Path(target), lambda f: f.write(quantized.SerializeToString()))
-    before, after = Counter(_op_counts(source)), Counter(_op_counts(target))
+    before, after = Counter(_op_counts(original)), Counter(_op_counts(quantized))
     return {op: count for op, count in (after - before).items() if "Integer" in op or op == "DynamicQuantizeLSTM"}
 
 

@@ -26,8 +26,7 @@ from lvm_pipeline.training.checkpoint import (
     BACKENDS,
     backend_paths,
     check_compatible,
-    checkpoint_files,
-    checkpoint_stem,
+    files_of,
     load_checkpoint,
 )
 
@@ -36,12 +35,7 @@ SINGLE_QUERIES = 200  # one-query latency: the median over this many test querie
 
 
 def report_path(checkpoint: Path) -> Path:
-    return _files(checkpoint)[".onnx.json"]
-
-
-def _files(checkpoint: Path) -> dict[str, Path]:
-    stem = checkpoint_stem(checkpoint)
-    return checkpoint_files(stem.parent, stem.name)
+    return files_of(checkpoint)[".onnx.json"]
 
 
 @dataclass

@@ -97,10 +97,15 @@ def load_training_state(path: Path) -> dict:
         raise PipelineError(f"{state_path} is not a weights-only training state; refusing to unpickle it") from error
 
 
+def files_of(checkpoint: Path) -> dict[str, Path]:
+    """suffix -> path of each file of the checkpoint that `checkpoint` (a directory, a file or a stem) names."""
+    stem = checkpoint_stem(checkpoint)
+    return checkpoint_files(stem.parent, stem.name)
+
+
 def backend_paths(checkpoint: Path) -> dict[str, Path]:
     """backend -> the model file it runs for `checkpoint` (the safetensors for torch)."""
-    stem = checkpoint_stem(checkpoint)
-    files = checkpoint_files(stem.parent, stem.name)
+    files = files_of(checkpoint)
     return {"torch": files[".safetensors"], "onnx": files[".onnx"], "onnx-int8": files[".int8.onnx"]}
 
 
