@@ -23,8 +23,9 @@ from typing import get_args
 from lvm_pipeline import db
 from lvm_pipeline.config import export_dagster_environment, settings
 from lvm_pipeline.errors import DatabaseUnavailableError, PipelineError
+from lvm_pipeline.experiments.variants import PREDECESSOR_VARIANTS
 from lvm_pipeline.experiments.variants import VARIANTS as VARIANT_NAMES
-from lvm_pipeline.models import FAMILY_NAMES
+from lvm_pipeline.models import DEMO_FAMILIES, EXPERIMENT_FAMILIES, FAMILY_NAMES
 from lvm_pipeline.segmentation import DEFAULT_MODE, SegmentationMode
 
 log = logging.getLogger("lvm_pipeline")
@@ -196,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_batches(argparse.Namespace())
     cmd_gates(argparse.Namespace(batch=None, json=False))
     ok = build_bank_and_sequences(args.debug)
-    families = list(FAMILY_NAMES) if args.families is None else args.families
+    families = list(DEMO_FAMILIES) if args.families is None else args.families
     ok = ok and not train_families(families, args.train_seconds, args.debug)
     ok = ok and build_report(args.debug)
     ok = ok and build_retrieval_benchmark(args.debug)
@@ -210,16 +211,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:
-    """Train the variants 1A-1E of a family (each within the time budget, once per seed), then compare every
-    trained model."""
+    """Train the given families (their lvm_checkpoint, the demo's recipe) and the variants of a family (the
+    predecessor's 1A-1E unless named; none by default beside --families), each within the time budget, the variants
+    once per seed; then compare every trained model."""
+    from lvm_pipeline.defs.analogies import vector_arithmetic
     from lvm_pipeline.defs.experiments import experiment_comparison
     from lvm_pipeline.defs.training import LvmVariantConfig, lvm_variant
 
-    failed = [(variant, seed) for seed in args.seeds for variant in args.variants
-              if not materialize_and_report([lvm_variant], partition_key=variant, debug=args.debug, ops={
-                  "lvm_variant": LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0, seed=seed)})]
+    failed = train_families(args.families, args.train_seconds, args.debug) if args.families else []
+    variants = args.variants if args.variants is not None else [] if args.families else list(PREDECESSOR_VARIANTS)
+    failed += [(variant, seed) for seed in args.seeds for variant in variants
+               if not materialize_and_report([lvm_variant], partition_key=variant, debug=args.debug, ops={
+                   "lvm_variant": LvmVariantConfig(family=args.family, time_budget_s=args.train_seconds or 0, seed=seed)})]
     ok = materialize_and_report([experiment_comparison], debug=args.debug)
+    ok = materialize_and_report([vector_arithmetic], debug=args.debug) and ok
     return 1 if failed or not ok else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Search a family's hyperparameters with Optuna (`experiments.sweep`): each trial trains within the time budget
+    and is judged on val Hit@5, never test; the study's best trial is saved as a named config. Exits 1 if no trial
+    of the study completed."""
+    import optuna
+
+    from lvm_pipeline.datasets.bank import open_bank
+    from lvm_pipeline.datasets.sequences import load_sequences
+    from lvm_pipeline.encoders import SentenceEncoder
+    from lvm_pipeline.evaluation.context_text import model_views
+    from lvm_pipeline.experiments.sweep import SweepFiles, pipeline_recipe, run_sweep, sweep_base
+
+    if args.trials < 1 or not args.train_seconds > 0:
+        raise PipelineError("--trials must be at least 1 and --train-seconds above 0")
+    config = settings()
+    try:
+        bank = open_bank(config.exports_dir)
+        sequences = load_sequences(bank, config.exports_dir / "sequences")
+    except (FileNotFoundError, ValueError) as error:  # no bank or sequences yet, or sequences of another bank
+        raise PipelineError(str(error)) from error
+    base = sweep_base(args.family, args.text_view)
+    encoder = SentenceEncoder(config.encoder) if base.text_view else None
+    if encoder and encoder.fingerprint != bank.manifest.get("encoder_fingerprint"):
+        raise PipelineError(f"the text view needs the bank's encoder, not {encoder.name}: set LVM_ENCODER to it, or "
+                            "sweep with --no-text-view")
+    views = model_views(base, sequences, encoder, config.exports_dir / "sequences")
+    if not (args.verbose or args.debug):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the trials' lines are ours
+    result = run_sweep(sequences, base, args.trials, pipeline_recipe(args.train_seconds, args.seed),
+                       SweepFiles.of(config), args.study, views, echo=lambda line: print(line, flush=True))
+    return 0 if result.best else 1
 
 
 def build_bank_and_sequences(debug: bool = False) -> bool:
@@ -310,6 +349,12 @@ SUMMARIES = {  # one line per materialized asset, from its metadata
     "scaling_report": lambda m: (f"scaling_report: coefficient {m['coefficient']:.3f} (95% CI {m['coefficient_ci_low']:.3f} "
                                  f"to {m['coefficient_ci_high']:.3f}; target >= 0.85): test Hit@5 {m['hit_at_5_all']:.1%} "
                                  f"on all batches, {m['hit_at_5_half']:.1%} on half\n  report: {m['markdown']}"),
+    "vector_arithmetic": lambda m: ((f"vector_arithmetic: analogies top-1 {m['analogy_top_1']:.1%}, top-3 "
+                                     f"{m['analogy_top_3']:.1%} ({m['analogy_questions']:,} questions); "
+                                     if "analogy_top_1" in m else "vector_arithmetic: ") +
+                                    f"within articles Hit@1 {m['arithmetic_hit_at_1']:.1%} (copy_last "
+                                    f"{m['copy_last_hit_at_1']:.1%}) on {m['article_queries']:,} queries\n"
+                                    f"  report: {m['markdown']}"),
     "lvm_onnx": lambda m: (f"lvm_onnx: parity {'holds' if m['parity'] else 'FAILS'}: Hit@5 {m['hit_at_5_torch']:.1%} "
                            f"(torch), {m['hit_at_5_onnx']:.1%} (onnx), {m['hit_at_5_int8']:.1%} (int8)"
                            if m["exported"] else f"lvm_onnx: not exported: {m['reason']}"),
@@ -584,19 +629,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=get_args(SegmentationMode), default=None,
                    help=f"segmentation (default for the demo: {DEMO_MODE})")
     p.add_argument("--families", nargs="*", choices=FAMILY_NAMES, default=None,
-                   help="model families to train (default: all six; none: --families with no name)")
+                   help=f"model families to train (default: {' '.join(DEMO_FAMILIES)}; none: --families with no name)")
     p.add_argument("--train-seconds", type=float, default=DEMO_TRAIN_SECONDS,
                    help=f"wall-clock budget per family (default {DEMO_TRAIN_SECONDS:g} s)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("experiments", help="train the variants 1A-1E of a family, then compare every trained model")
+    p = sub.add_parser("experiments", help="train more families and the variants of a family, then compare every "
+                                           "trained model")
+    p.add_argument("--families", nargs="+", choices=FAMILY_NAMES, default=None,
+                   help=f"families to train as the demo trains its own (e.g. {' '.join(EXPERIMENT_FAMILIES)})")
     p.add_argument("--family", choices=FAMILY_NAMES, default="gru", help="the family the variants change (default gru)")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANT_NAMES), default=list(VARIANT_NAMES))
+    p.add_argument("--variants", nargs="+", choices=list(VARIANT_NAMES), default=None,
+                   help=f"variants and strategies to train (default: {' '.join(PREDECESSOR_VARIANTS)}; none with "
+                        "--families)")
     p.add_argument("--train-seconds", type=float, default=VARIANT_TRAIN_SECONDS,
-                   help=f"wall-clock budget per variant (default {VARIANT_TRAIN_SECONDS:g} s; 0: none)")
+                   help=f"wall-clock budget per family and variant (default {VARIANT_TRAIN_SECONDS:g} s; 0: none)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0],
                    help="train each variant once per seed (default 0): the comparison gives the spread over seeds")
     p.set_defaults(func=cmd_experiments)
+
+    p = sub.add_parser("sweep", help="search a family's hyperparameters with Optuna, judged on val Hit@5")
+    p.add_argument("--family", choices=FAMILY_NAMES, required=True)
+    p.add_argument("--trials", type=int, required=True, help="trials to add to the study")
+    p.add_argument("--train-seconds", type=float, required=True, help="wall-clock budget per trial")
+    p.add_argument("--study", default="", help="the study's name (default <family>-sweep); an existing one resumes")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler and every trial's training (default 0)")
+    p.add_argument("--text-view", action=argparse.BooleanOptionalAction, default=True,
+                   help="the models read the text view, as lvm_checkpoint's do (default: yes)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("ingest", help="ingest batch files (what the sensor's runs do, without the UI)")
     p.add_argument("paths", nargs="+")
@@ -705,7 +765,9 @@ def from_a_named_logger(record: logging.LogRecord) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setLevel(level)  # also for a library whose own logger is at DEBUG (bm25s sets its own)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
     if not (args.verbose or args.debug):
         logging.getLogger().addFilter(from_a_named_logger)
     try:

@@ -26,6 +26,7 @@ class Settings:
     slack_token: str | None  # SLACK_TOKEN: gate alerts to Slack too
     llm_api_key: str | None  # LVM_LLM_API_KEY: the LLM TMD assigner's key
     mlflow_tracking_uri: str  # MLFLOW_TRACKING_URI, else a SQLite store in the data folder (the `mlflow` extra)
+    optuna_storage: str  # OPTUNA_STORAGE, else a SQLite file in the data folder (`lvm-pipeline sweep`)
     api_token: str | None = None  # LVM_API_TOKEN: `lvm-pipeline serve` wants it as a bearer token
     serve_spec: str | None = None  # LVM_SERVE_SPEC: set by `serve` for its worker processes (JSON), not by hand
 
@@ -73,6 +74,7 @@ def settings() -> Settings:
         slack_token=_get("SLACK_TOKEN"),
         llm_api_key=_get("LVM_LLM_API_KEY"),
         mlflow_tracking_uri=_get("MLFLOW_TRACKING_URI") or f"sqlite:///{data_dir.resolve() / 'mlflow.db'}",
+        optuna_storage=_get("OPTUNA_STORAGE") or f"sqlite:///{data_dir.resolve() / 'optuna.db'}",
         api_token=_get("LVM_API_TOKEN"),
         serve_spec=_get("LVM_SERVE_SPEC"),
     )

@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from lvm_pipeline.defs.analogies import vector_arithmetic
 from lvm_pipeline.defs.assets import ingestion_assets
 from lvm_pipeline.defs.benchmark import downstream_assets, downstream_checks, training_assets, training_checks
 from lvm_pipeline.defs.checks import gate_checks
@@ -22,7 +23,7 @@ def resources() -> dict:
 
 defs = Definitions(
     assets=[*ingestion_assets, phase_report, *downstream_assets, retrieval_benchmark, *training_assets, lvm_variant,
-            experiment_comparison, scaling_report, lvm_onnx, deployment_readiness],
+            experiment_comparison, scaling_report, vector_arithmetic, lvm_onnx, deployment_readiness],
     asset_checks=[*gate_checks, *downstream_checks, *training_checks],
     jobs=[ingest_batch_job],
     sensors=[landing_sensor, gate_sensor, ordered_vectors_sensor],

@@ -31,14 +31,16 @@ from pydantic import Field
 from lvm_pipeline.config import settings
 from lvm_pipeline.defs.datasets import current_sequences, sequences_dir, training_sequences
 from lvm_pipeline.defs.resources import EncoderResource
+from lvm_pipeline.errors import PipelineError
 from lvm_pipeline.evaluation.context_text import model_views
 from lvm_pipeline.experiments.comparison import entry_name
+from lvm_pipeline.experiments.sweep import saved_config
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.markdown import md_table
 from lvm_pipeline.models import FAMILY_NAMES
 from lvm_pipeline.models.base import ModelConfig, registered_configs
 from lvm_pipeline.training.checkpoint import load_checkpoint
-from lvm_pipeline.training.config import TrainConfig
+from lvm_pipeline.training.config import PIPELINE_RECIPE, TrainConfig
 from lvm_pipeline.training.runs import current_run_dir, new_run_dir, require_current_run, set_current
 from lvm_pipeline.training.trainer import train
 from lvm_pipeline.training.validation import loss_is_decreasing, val_hit_at_5_vs_copy_last
@@ -47,19 +49,24 @@ model_families = StaticPartitionsDefinition(list(FAMILY_NAMES))
 
 
 class LvmCheckpointConfig(Config):
-    model: str = Field(default="", description="A registered model config (e.g. gru_small, gru_768); empty: <family>_small.")
+    model: str = Field(default="", description="A registered model config (e.g. gru_small, gru_768) or one a sweep "
+                       "saved (sweep_gru: its model and its tuned recipe fields); empty: <family>_small.")
     text_view: bool = Field(default=True, description="The model also reads the encoder's embedding of the context "
                             "text at each position, and starts from it (docs/TRAINING.md, 'The text view').")
-    epochs: int = Field(default=20, description="Passes over the train articles (early stopping may end sooner).")
-    batch_size: int = Field(default=256, description="Articles per step; more of them, more InfoNCE negatives.")
-    lr: float = 3e-3
+    epochs: int = Field(default=PIPELINE_RECIPE.epochs,
+                        description="Passes over the train articles (early stopping may end sooner).")
+    batch_size: int = Field(default=PIPELINE_RECIPE.batch_size,
+                            description="Articles per step; more of them, more InfoNCE negatives.")
+    lr: float = PIPELINE_RECIPE.lr
     loss: Literal["cosine", "mse"] = "cosine"
-    infonce_alpha: float = Field(default=1.0, description="Weight of the in-batch InfoNCE term (0: off).")
-    infonce_temperature: float = 0.05
+    infonce_alpha: float = Field(default=PIPELINE_RECIPE.infonce_alpha,
+                                 description="Weight of the in-batch InfoNCE term (0: off).")
+    infonce_temperature: float = PIPELINE_RECIPE.infonce_temperature
     positions: Literal["all", "last"] = Field(default="all", description="Loss on every position, or the last only.")
-    hard_negatives: int = Field(default=8, description="InfoNCE also scores each target's k nearest train concepts of "
-                                                       "other articles (0: off).")
-    patience: int = Field(default=4, description="Validations without a better val Hit@5 before stopping.")
+    hard_negatives: int = Field(default=PIPELINE_RECIPE.hard_negatives, description="InfoNCE also scores each "
+                                "target's k nearest train concepts of other articles (0: off).")
+    patience: int = Field(default=PIPELINE_RECIPE.patience,
+                          description="Validations without a better val Hit@5 before stopping.")
     time_budget_s: float = Field(default=0, description="Wall-clock seconds for training (0: no budget); the "
                                  "learning-rate schedule then spans the budget, or the epochs if they end first.")
     seed: int = Field(default=0, description="Seed of the initialisation and the batch order (a variant run of "
@@ -77,14 +84,20 @@ def lvm_checkpoint(context: AssetExecutionContext, config: LvmCheckpointConfig, 
     """Train the partition's family on the train articles, validating on val Hit@5 (full bank) every epoch."""
     family = context.partition_key
     run_dir = current_run(family) if config.resume else new_run_dir(settings().checkpoints_dir, family, context.run_id)
-    return train_into(context, model_config(config, f"{family}_small"), family, recipe(config), run_dir, config.resume,
-                      encoder=encoder)
+    model, train_config = named_config(config, family)
+    return train_into(context, model, family, train_config, run_dir, config.resume, encoder=encoder)
 
 
-def model_config(config: LvmCheckpointConfig, default: str) -> ModelConfig:
-    """The named model config (`default` when none is named), with the text view when asked for."""
-    model = registered_configs()[config.model or default]()
-    return replace(model, text_view=True) if config.text_view else model
+def named_config(config: LvmCheckpointConfig, family: str) -> tuple[ModelConfig, TrainConfig]:
+    """The model config `config.model` names (`<family>_small` when none is named: a registered config, else one
+    `lvm-pipeline sweep` saved, whose tuned recipe fields then replace the Config's), with the text view when asked
+    for, and the recipe."""
+    name = config.model or f"{family}_small"
+    registered = registered_configs()
+    model, tuned = (registered[name](), {}) if name in registered else saved_config(name, settings().data_dir / "configs")
+    if model.family != family:
+        raise PipelineError(f"{name} is a {model.family} config: train it as the {model.family} family, not {family}")
+    return replace(model, text_view=True) if config.text_view else model, replace(recipe(config), **tuned)
 
 
 class LvmVariantConfig(LvmCheckpointConfig):
@@ -101,7 +114,7 @@ def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig, encode
     """Train one of the predecessor's variants (1A baseline, 1B TMD, 1C curriculum, 1D larger, 1E hard negatives)
     of a family: its base recipe with the variant's one change. Compared in experiment_comparison."""
     variant = VARIANTS[context.partition_key]
-    model, train_config = variant.apply(model_config(config, f"{config.family}_small"), recipe(config))
+    model, train_config = variant.apply(*named_config(config, config.family))
     name = entry_name(config.family, variant.name, config.seed)
     root = variants_dir()
     run_dir = current_run_dir(root, name) if config.resume else new_run_dir(root, name, context.run_id)

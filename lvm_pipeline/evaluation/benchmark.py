@@ -156,12 +156,12 @@ def run_benchmark(sequences: TrainingSequences, models: Sequence[Predictor] = ()
     differences = {name: bootstrap.difference(hit5[name], hit5[best]) for name in results if name != best}
     rerank_gain = {name: bootstrap.difference(r.per_query["hit_at_5_lane_reranked"], hit5[name])
                    for name, r in results.items() if "hit_at_5_lane_reranked" in r.per_query}
-    lengths, lanes = queries.context_length, query_lanes(bank.domain_codes, queries)
+    lengths = queries.context_length
     length_groups = [(str(low) if low == high else f"{low}+" if high >= 10**9 else f"{low}-{high}",
                       (lengths >= low) & (lengths <= high)) for low, high in CONTEXT_BUCKETS]
-    lane_groups = [(lane_name(lane), lanes == lane) for lane in sorted(set(lanes.tolist()), key=lambda x: (x < 0, x))]
+    by_lane_groups = lane_groups(bank.domain_codes, queries)
     by_length = {name: grouped_estimates(hits, queries, length_groups, n_resamples, seed) for name, hits in hit5.items()}
-    by_lane = {name: grouped_estimates(hits, queries, lane_groups, n_resamples, seed) for name, hits in hit5.items()}
+    by_lane = {name: grouped_estimates(hits, queries, by_lane_groups, n_resamples, seed) for name, hits in hit5.items()}
     return Benchmark(split, len(bank), queries, results, decision, differences, by_length, by_lane, rerank_gain,
                      examples, {k: chance_at_k(len(bank), k) for k in KS}, fitted and fitted.describe())
 
@@ -205,6 +205,12 @@ def _estimate(bootstrap: ClusterBootstrap, values: np.ndarray, queries: Queries)
     if not finite.any():
         return Estimate(float("nan"), float("nan"), float("nan"))
     return ClusterBootstrap(queries.article[finite], bootstrap.n_resamples).estimate(values[finite])
+
+
+def lane_groups(domain_codes: np.ndarray, queries: Queries) -> list[tuple[str, np.ndarray]]:
+    """(lane name, query mask) of each TMD lane the queries fall in, the unknown lane last."""
+    lanes = query_lanes(domain_codes, queries)
+    return [(lane_name(lane), lanes == lane) for lane in sorted(set(lanes.tolist()), key=lambda x: (x < 0, x))]
 
 
 def grouped_estimates(values: np.ndarray, queries: Queries, groups: Sequence[tuple[str, np.ndarray]],

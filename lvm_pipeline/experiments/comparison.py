@@ -1,32 +1,45 @@
 """Every trained model (one per family, one per variant) on the same test queries, side by side: Hit@K with
 CIs, the paired difference to the best baseline and to the family's variant 1A, a plot, and experiments.csv,
-which accumulates one row per model per comparison run (nothing is overwritten)."""
+which accumulates one row per model per comparison run (nothing is overwritten).
+
+Two ensembles of the ENSEMBLE_SIZE models best on val Hit@5 (their checkpoints' own validation, never test) join
+them: the mean of their unit predictions, and the weighted one whose weights are chosen on val
+(`evaluation.ensemble`). With both tmd_moe and gru trained, the experts' Hit@5 per TMD lane is paired with the same
+backbone's without experts."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import mean
 
 from lvm_pipeline.datasets.sequences import TrainingSequences
-from lvm_pipeline.evaluation.benchmark import Benchmark, run_benchmark
+from lvm_pipeline.evaluation.benchmark import Benchmark, Group, grouped_estimates, lane_groups, run_benchmark
 from lvm_pipeline.evaluation.bootstrap import ClusterBootstrap, Estimate
 from lvm_pipeline.evaluation.context_text import TextEncoder, model_views
+from lvm_pipeline.evaluation.ensemble import Ensemble
 from lvm_pipeline.evaluation.report import cell, format_difference, plot_hit_at_k
+from lvm_pipeline.evaluation.retrieval import BankIndex
 from lvm_pipeline.experiments.variants import VARIANTS
 from lvm_pipeline.files import atomic_write
 from lvm_pipeline.markdown import md_table
 from lvm_pipeline.models.predictor import ModelPredictor
+from lvm_pipeline.tmd.schema import bank_tmd_vectors
 from lvm_pipeline.training.checkpoint import trained_model
 
 REFERENCE = "1A"
+COLUMNS = ("hit_at_1", "hit_at_5", "hit_at_10", "hit_at_5_no_context", "cosine", "l2", "ca")  # the table's metrics
+ENSEMBLE_SIZE = 3  # members of the comparison's ensembles: the best models by val Hit@5
+EXPERTS, BACKBONE = "tmd_moe", "gru"  # the TMD experts and the same backbone without them
+# a row of experiments.csv: a comparison's model on the test queries (split "test"), or a sweep's trial on val
+# (split "val", with its study, trial number and state: COMPLETE or PRUNED)
 CSV_COLUMNS = ("recorded_at", "run_id", "name", "family", "variant", "dataset_version", "encoder_fingerprint",
                "n_queries", "hit_at_1", "hit_at_5", "hit_at_5_ci_low", "hit_at_5_ci_high", "hit_at_10", "cosine",
-               "vs_best_baseline", "vs_1a", "model_config", "train_config")
+               "vs_best_baseline", "vs_1a", "model_config", "train_config", "split", "study", "trial", "trial_state")
 
 
 @dataclass
@@ -67,6 +80,8 @@ class Comparison:
     benchmark: Benchmark
     entries: list[Entry]
     versus_reference: dict[str, Estimate]  # variant entry -> its Hit@5 minus its family's 1A of the same seed (paired)
+    ensembles: list[Ensemble] = field(default_factory=list)  # of the best entries on val (none with fewer than two)
+    experts_by_lane: list[Group] = field(default_factory=list)  # per TMD lane: Hit@5 of tmd_moe minus gru (paired)
 
     def over_seeds(self) -> list[SeedSpread]:
         """Per family and variant trained with several seeds: its Hit@5, and its difference to 1A over the seeds
@@ -105,11 +120,14 @@ class SeedSpread:
 
 
 def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples: int = 1000, seed: int = 0,
-            encoder: TextEncoder | None = None, cache_dir: Path | None = None) -> Comparison:
-    """Benchmark every entry beside the baselines (encode_context too with the bank's `encoder`, its embeddings
-    cached in `cache_dir`) on the test windows; pair each variant with its family's 1A."""
-    benchmark = run_benchmark(sequences, [entry.predictor for entry in entries], n_resamples=n_resamples, seed=seed,
-                              encoder=encoder, cache_dir=cache_dir)
+            encoder: TextEncoder | None = None, cache_dir: Path | None = None,
+            ensemble_size: int = ENSEMBLE_SIZE) -> Comparison:
+    """Benchmark every entry and the ensembles of the `ensemble_size` best on val beside the baselines
+    (encode_context too with the bank's `encoder`, its embeddings cached in `cache_dir`) on the test windows; pair
+    each variant with its family's 1A, and tmd_moe with gru per lane."""
+    ensembles = best_on_val_ensembles(sequences, entries, ensemble_size, seed)
+    benchmark = run_benchmark(sequences, [entry.predictor for entry in entries] + ensembles, n_resamples=n_resamples,
+                              seed=seed, encoder=encoder, cache_dir=cache_dir)
     bootstrap = ClusterBootstrap(benchmark.queries.article, n_resamples=n_resamples, seed=seed)
     hit5 = {name: r.per_query["hit_at_5"] for name, r in benchmark.results.items()}
     versus = {}
@@ -117,17 +135,41 @@ def compare(sequences: TrainingSequences, entries: Sequence[Entry], n_resamples:
         reference = entry_name(entry.family, REFERENCE, entry.seed)
         if entry.variant not in (None, REFERENCE) and reference in hit5:
             versus[entry.name] = bootstrap.difference(hit5[entry.name], hit5[reference])
-    return Comparison(benchmark, list(entries), versus)
+    experts = []
+    if EXPERTS in hit5 and BACKBONE in hit5:
+        experts = grouped_estimates(hit5[EXPERTS] - hit5[BACKBONE], benchmark.queries,
+                                    lane_groups(sequences.bank.domain_codes, benchmark.queries), n_resamples, seed)
+    return Comparison(benchmark, list(entries), versus, ensembles, experts)
+
+
+def best_on_val_ensembles(sequences: TrainingSequences, entries: Sequence[Entry], size: int,
+                          seed: int = 0) -> list[Ensemble]:
+    """The equal-weight and the val-weighted ensemble of the `size` entries best on their own val Hit@5 (what
+    their checkpoints recorded); none with fewer than two entries."""
+    ranked = sorted(entries, key=lambda e: -e.sidecar.get("metrics", {}).get("hit_at_5", -1.0))
+    members = [entry.predictor for entry in ranked[:size]]
+    if len(members) < 2:
+        return []
+    bank = sequences.bank
+    tmd = bank_tmd_vectors(bank.column("tmd_bits")) if any(getattr(m, "uses_tmd", False) for m in members) else None
+    name = f"ensemble-top{len(members)}"
+    weighted = Ensemble(members, name=f"{name}-val").fit(bank.vectors, sequences.windows["val"],
+                                                          BankIndex(bank.vectors), tmd, seed)
+    return [Ensemble(members, name=name), weighted]
 
 
 def render_markdown(c: Comparison) -> str:
     b = c.benchmark
     kinds = {e.name: ("variant " + e.variant if e.variant else "family") for e in c.entries}
-    rows = [(name, kinds.get(name, "baseline"), *(cell(r.estimates, m) for m in
-                                                  ("hit_at_1", "hit_at_5", "hit_at_10", "cosine")),
+    kinds |= {e.name: "ensemble" for e in c.ensembles}
+    rows = [(name, kinds.get(name, "baseline"), *(cell(r.estimates, m) for m in COLUMNS),
+             f"{r.seconds_per_1k:,.2f}",
              format_difference(b.differences.get(name)) if name in b.differences else "(best baseline)",
              format_difference(c.versus_reference.get(name)))
             for name, r in b.results.items()]
+    ensembles = [f"- {e.name}: {e.describe()}" + (f" (val Hit@5 {e.val_hit_at_5:.1%})" if e.val_hit_at_5 else "")
+                 for e in c.ensembles]
+    lanes = [(label, f"{n:,}", format_difference(estimate)) for label, n, estimate in c.experts_by_lane]
     variants = dict.fromkeys(e.variant for e in c.entries if e.variant in VARIANTS)
     described = [f"- {v}: {VARIANTS[v].title}: {VARIANTS[v].description}" for v in variants]
     seeds = c.over_seeds()
@@ -141,8 +183,16 @@ def render_markdown(c: Comparison) -> str:
         f"retrieving from the full bank of **{b.bank_size:,}** concepts; 95% cluster-bootstrap CIs (by article), "
         f"differences paired on the same resampled articles.", "",
         f"Decision by the report's rule: **{b.decision.decision}**: {b.decision.reason}", "",
-        md_table(["model", "kind", "hit_at_1", "hit_at_5", "hit_at_10", "cosine", "Hit@5 - best baseline",
-                  f"Hit@5 - {REFERENCE}"], rows), "",
+        md_table(["model", "kind", *COLUMNS, "s per 1k queries", "Hit@5 - best baseline", f"Hit@5 - {REFERENCE}"],
+                 rows), "",
+        "`hit_at_5_no_context`: with the query's own context concepts removed from the bank; `ca`: the share of "
+        "other articles' concepts farther from the prediction than the target; s per 1k queries: batched "
+        "prediction time on this machine (ms per query).", "",
+        *(["Ensembles of the best models on val Hit@5 (equal weights, and weights chosen on val):", "", *ensembles, ""]
+          if ensembles else []),
+        *([f"## TMD experts per lane: {EXPERTS} minus {BACKBONE} (the same backbone without experts)", "",
+           "Hit@5 difference on the queries of each TMD lane (the domain of the query's article), paired.", "",
+           md_table(["lane", "queries", f"Hit@5 {EXPERTS} - {BACKBONE}"], lanes), ""] if lanes else []),
         *(["Variants:", "", *described, ""] if described else
           ["No variant trained yet: `lvm-pipeline experiments` trains 1A-1E.", ""]),
         *(["## Over seeds", "",
@@ -180,17 +230,35 @@ def entry_record(c: Comparison, entry: Entry) -> dict:
 
 
 def append_rows(c: Comparison, path: Path, run_id: str) -> Path:
-    """One row per model of this comparison, appended (the header written once; None written empty)."""
+    """One row per model of this comparison (split "test"), appended to the CSV at `path` (see `append_records`)."""
+    return append_records(path, [{"run_id": run_id, "split": "test", **entry_record(c, entry)} for entry in c.entries])
+
+
+def append_records(path: Path, records: Sequence[dict]) -> Path:
+    """`records` (fields of CSV_COLUMNS; dicts written as JSON, None empty) appended as rows stamped recorded_at now,
+    the header written once. A file whose header differs (written before a column was added) is first rewritten
+    under CSV_COLUMNS, then any column of its own that they lack: every row keeps its values, new columns empty."""
+    import io
+
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    new = not path.is_file()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, newline="") if path.is_file() else io.StringIO() as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        columns = [*CSV_COLUMNS, *(c for c in header if c not in CSV_COLUMNS)]
+        old_rows = list(reader) if header and header != columns else None
+    if old_rows is not None:
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(old_rows)
+        atomic_write(path, lambda f: f.write(text.getvalue().encode()))
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        if new:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if not header:
             writer.writeheader()
-        for entry in c.entries:
-            record = entry_record(c, entry)
-            writer.writerow({"recorded_at": now, "run_id": run_id, **record,
-                             "model_config": json.dumps(record["model_config"]),
-                             "train_config": json.dumps(record["train_config"])})
+        for record in records:
+            writer.writerow({"recorded_at": now, **{k: json.dumps(v) if isinstance(v, dict) else v
+                                                    for k, v in record.items()}})
     return path

@@ -84,3 +84,36 @@ def log_comparison(c: Comparison, files: dict[str, Path], run_id: str, uri: str,
     finally:
         client.set_terminated(parent, status)
     return parent
+
+
+def log_trial(record: dict, history: list[dict], uri: str, experiment: str = "lvm_pipeline_sweeps") -> str | None:
+    """Log a sweep trial, its experiments.csv fields `record` and its trainer history, to the store at `uri` under
+    `experiment` as a run named like its row: tags (study, trial, state, family, versions), params (model.* and
+    train.*), its best val figures as best_val_* metrics and every epoch's val figures as steps; the run's id, None
+    without mlflow. A pruned trial's run ends KILLED."""
+    if not mlflow_available():
+        return None
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+    if database := sqlite_path(uri):
+        database.parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=(database.parent / "mlartifacts").as_uri() if database else None)
+    tags = ("study", "trial", "trial_state", "split", "family", "dataset_version", "encoder_fingerprint")
+    run = client.create_run(experiment_id, run_name=record["name"], tags={
+        k: str(record[k]) for k in tags if record.get(k) is not None}).info.run_id
+    params = [Param(k, v) for k, v in (flat_params(record["model_config"], "model.", MAX_PARAM_VAL_LENGTH)
+                                       | flat_params(record["train_config"], "train.", MAX_PARAM_VAL_LENGTH)).items()]
+    for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run, params=params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+    now = int(time.time() * 1000)
+    figures = ("hit_at_1", "hit_at_5", "hit_at_10", "cosine")
+    best = [Metric(f"best_val_{k}", float(record[k]), now, 0) for k in figures]
+    steps = [Metric(f"val_{k}", float(entry[f"val_{k}"]), now, entry["epoch"]) for entry in history for k in figures]
+    client.log_batch(run, metrics=[m for m in best + steps if math.isfinite(m.value)])
+    client.set_terminated(run, "FINISHED" if record["trial_state"] == "COMPLETE" else "KILLED")
+    return run

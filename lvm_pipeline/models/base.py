@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,13 +56,9 @@ class NextConceptModel(nn.Module):
         # is encode_context, and the correction grows as the gate learns, not with Adam's first full-size steps
         self.view_gate = nn.Parameter(torch.zeros(())) if config.text_view else None
 
-    def backbone(self, h: torch.Tensor) -> torch.Tensor:
-        """[batch, seq, d_model] -> [batch, seq, d_model]; position t may only use positions <= t."""
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
-        """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16], + the text view [batch, seq, D]) -> [batch, seq, D],
-        the next vector at each t."""
+    def embed_inputs(self, x: torch.Tensor, tmd: torch.Tensor | None = None,
+                     view: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's input [batch, seq, d_model]: the projected vectors plus the TMD and text-view adapters."""
         h = self.input_proj(x)
         if self.tmd_adapter is not None:
             if tmd is None:
@@ -71,7 +68,32 @@ class NextConceptModel(nn.Module):
             if view is None:
                 raise ValueError("this model reads the text view: pass view [batch, seq, D]")
             h = h + self.view_adapter(view)
-        out = self.output_proj(self.backbone(h))
+        return h
+
+    def backbone(self, h: torch.Tensor) -> torch.Tensor:
+        """[batch, seq, d_model] -> [batch, seq, d_model]; position t may only use positions <= t."""
+        raise NotImplementedError
+
+    # Hooks the trainer calls; the defaults suit every family that only predicts the next vector.
+    trains_on_targets = False  # True: in training, forward also takes `target` [batch, seq, D] (a denoiser's input)
+    samples = False  # True: the prediction is sampled (denoising steps): forward(..., at=[batch] positions) computes
+    # only there (ModelPredictor passes each query's last position), and there is no ONNX export
+
+    def fit_train_vectors(self, vectors: np.ndarray) -> None:
+        """Fit what the model derives from the train split's concept vectors (N, D) before training (a scaler)."""
+
+    def loss_space(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Predictions and targets as the training loss compares them ([..., D] -> [..., D]; the identity)."""
+        return vectors
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """A loss term of the last forward pass that the trainer adds to the prediction loss (None: none)."""
+        return None
+
+    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16], + the text view [batch, seq, D]) -> [batch, seq, D],
+        the next vector at each t."""
+        out = self.output_proj(self.backbone(self.embed_inputs(x, tmd, view)))
         if self.view_gate is not None:
             return view + self.view_gate * out
         return out + residual_base(x, self.config.residual)

@@ -59,6 +59,9 @@ class OnnxExport:
 def export_onnx(model: NextConceptModel, path: Path, fixed_length: int) -> OnnxExport:
     """Write `model` as ONNX at `path` (batch and sequence axes symbolic; a fixed sequence of `fixed_length` for a
     family whose loop over positions unrolls), checked against PyTorch at a second length."""
+    if model.samples:
+        raise PipelineError(f"{model.config.family} samples its prediction in a loop of denoising steps from seeded "
+                            "noise: it has no ONNX export (serve it with --backend torch)")
     model = model.eval()
     graph = _export(model, Path(path), None)
     try:

@@ -73,6 +73,8 @@ class ModelPredictor:
     def _run(self, x: torch.Tensor, side: dict[str, torch.Tensor], last: torch.Tensor) -> np.ndarray:
         if not isinstance(self.model, nn.Module):
             return self.model(x, **side)[torch.arange(len(x)), last.cpu()].numpy()
+        if self.model.samples:  # a sampler computes only the positions asked for
+            side = side | {"at": last}
         was_training = self.model.training
         self.model.eval()
         try:

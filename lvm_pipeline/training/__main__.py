@@ -10,7 +10,7 @@ import argparse
 import importlib
 import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +49,15 @@ def parser() -> argparse.ArgumentParser:
     recipe = parser.add_argument_group("training recipe (TrainConfig)")
     comments = field_comments(TrainConfig)
     for field in fields(TrainConfig):
-        flag, help_text = f"--{field.name.replace('_', '-')}", f"{comments.get(field.name, '')} (default: {field.default})"
+        default = field.default_factory() if field.default is MISSING else field.default
+        flag, help_text = f"--{field.name.replace('_', '-')}", f"{comments.get(field.name, '')} (default: {default})"
         if field.type == "bool":
-            recipe.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=field.default,
+            recipe.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)
+        elif field.type == "list[int]":
+            recipe.add_argument(flag, dest=field.name, type=int, nargs="*", default=default, help=help_text)
         else:
-            recipe.add_argument(flag, dest=field.name, type=_converter(field.type), default=field.default, help=help_text)
+            recipe.add_argument(flag, dest=field.name, type=_converter(field.type), default=default, help=help_text)
     return parser
 
 

@@ -6,6 +6,9 @@ A curriculum (`curriculum` = (epochs, max_len)) crops to shorter windows in the 
 first, then long. With `group_by_length`, the shuffled order is sorted by length within groups of GROUP_BATCHES batches before
 it is cut, and the batches are then shuffled: a batch pads to its longest sequence, and a corpus of mostly
 short articles otherwise spends most of its compute on padding.
+Progressive training (`progressive` = (stage sizes, epochs per stage)) trains the first epochs on nested seeded
+subsets of the articles (stage k: the first n_k of one fixed seeded order, so each holds the one before; a stage
+of all the articles or more is skipped), then on all: an epoch's number of batches (`batches_in`) then depends on it.
 Under DDP each rank takes every world_size-th article of the same order (the order padded by repeating its
 start so that every rank has the same number of batches, as `DistributedSampler` does). The epoch's batches
 depend only on (seed, epoch), so a resumed run can skip to any batch of an epoch.
@@ -13,7 +16,7 @@ depend only on (seed, epoch), so a resumed run can skip to any batch of an epoch
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,7 @@ import torch
 from lvm_pipeline.arrays import right_padded
 
 GROUP_BATCHES = 32  # batches per group sorted by length (group_by_length)
+STAGE_STREAM = 1  # spawn key of the generator of the progressive stages' article order (apart from the epochs')
 
 
 @dataclass
@@ -50,7 +54,8 @@ class ArticleBatches:
 
     def __init__(self, vectors: np.ndarray, article_bounds: np.ndarray, batch_size: int, max_len: int, seed: int = 0,
                  tmd: np.ndarray | None = None, rank: int = 0, world_size: int = 1, group_by_length: bool = False,
-                 curriculum: tuple[int, int] = (0, 0), views: np.ndarray | None = None):
+                 curriculum: tuple[int, int] = (0, 0), views: np.ndarray | None = None,
+                 progressive: tuple[Sequence[int], int] = ((), 1)):
         bounds = np.asarray(article_bounds, dtype=np.int64).reshape(-1, 2)
         self.bounds = bounds[bounds[:, 1] - bounds[:, 0] >= 2]  # one concept has no next one
         if not len(self.bounds):
@@ -59,27 +64,48 @@ class ArticleBatches:
         self.batch_size, self.max_len, self.seed = batch_size, max_len, seed
         self.rank, self.world_size, self.group_by_length = rank, world_size, group_by_length
         self.curriculum_epochs, self.curriculum_max_len = curriculum  # the first epochs crop to shorter windows
+        stage_sizes, self.stage_epochs = progressive
+        self.stage_sizes = [int(n) for n in stage_sizes if n < len(self.bounds)]  # a stage of them all is skipped
+        stage_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(STAGE_STREAM,)))
+        self.stage_order = stage_rng.permutation(len(self.bounds))  # stage k: its first stage_sizes[k] articles
 
-    @property
-    def articles_per_rank(self) -> int:
-        return -(-len(self.bounds) // self.world_size)
+    def train_vectors(self) -> np.ndarray:
+        """(N, D) the concept vectors of every article trained on (what a model's `fit_train_vectors` reads)."""
+        return np.concatenate([self.vectors[start:end] for start, end in self.bounds])
+
+    def epoch_bounds(self, epoch: int) -> np.ndarray:
+        """(articles, 2) the [start, end) bounds of the articles of `epoch`: its progressive stage's subset (in
+        bank order), or all of them."""
+        stage = epoch // self.stage_epochs
+        if stage >= len(self.stage_sizes):
+            return self.bounds
+        return self.bounds[np.sort(self.stage_order[:self.stage_sizes[stage]])]
+
+    def per_rank(self, n_articles: int) -> int:
+        """Articles of each rank in an epoch of `n_articles` (the order padded to a multiple of world_size)."""
+        return -(-n_articles // self.world_size)
+
+    def batches_in(self, epoch: int) -> int:
+        """Batches of `epoch` (on each rank)."""
+        return -(-self.per_rank(len(self.epoch_bounds(epoch))) // self.batch_size)
 
     def __len__(self) -> int:
-        """Batches per epoch (on each rank)."""
-        return -(-self.articles_per_rank // self.batch_size)
+        """Batches of an epoch on all the articles (on each rank; `batches_in` counts a progressive stage's)."""
+        return -(-self.per_rank(len(self.bounds)) // self.batch_size)
 
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """(articles of this rank, 2) the [start, end) rows this rank trains on in `epoch`, in batch order."""
+        bounds = self.epoch_bounds(epoch)
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.bounds))
+        order = rng.permutation(len(bounds))
         max_len = self.curriculum_max_len if epoch < self.curriculum_epochs else self.max_len
-        sizes = self.bounds[:, 1] - self.bounds[:, 0]
+        sizes = bounds[:, 1] - bounds[:, 0]
         offsets = rng.integers(0, np.maximum(sizes - max_len, 1))  # crop start within each article
-        starts = self.bounds[:, 0] + offsets
-        ends = np.minimum(starts + max_len + 1, self.bounds[:, 1])
+        starts = bounds[:, 0] + offsets
+        ends = np.minimum(starts + max_len + 1, bounds[:, 1])
         if self.group_by_length:
             order = self._grouped_by_length(order, ends - starts, rng)
-        padded = np.resize(order, self.articles_per_rank * self.world_size)  # repeats the start of the order
+        padded = np.resize(order, self.per_rank(len(bounds)) * self.world_size)  # repeats the start of the order
         mine = padded[self.rank::self.world_size]
         return np.stack([starts[mine], ends[mine]], axis=1)
 

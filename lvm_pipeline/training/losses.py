@@ -58,12 +58,16 @@ def infonce_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, t
 
 
 def training_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, config: TrainConfig,
-                  negatives_for: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+                  negatives_for: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  space: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """config.loss (+ config.infonce_alpha x InfoNCE) on config.positions ("all" real positions, or each last);
-    `negatives_for(mask)`: the hard negatives of the positions `mask` keeps (see `infonce_loss`)."""
+    `negatives_for(mask)`: the hard negatives of the positions `mask` keeps (see `infonce_loss`); `space`: where
+    config.loss compares prediction and target (a model's `loss_space`, e.g. Base-LCM's robust-scaled space;
+    InfoNCE always ranks the vectors themselves, as retrieval does)."""
     if config.positions == "last":
         mask = last_positions(mask)
-    base = cosine_loss(pred, target, mask) if config.loss == "cosine" else mse_loss(pred, target, mask)
+    compared_pred, compared_target = (pred, target) if space is None else (space(pred), space(target))
+    base = (cosine_loss if config.loss == "cosine" else mse_loss)(compared_pred, compared_target, mask)
     if config.infonce_alpha > 0:
         negatives = negatives_for(mask) if negatives_for is not None else None
         base = base + config.infonce_alpha * infonce_loss(pred, target, mask, config.infonce_temperature, negatives)

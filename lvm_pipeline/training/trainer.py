@@ -1,6 +1,9 @@
 """The trainer (DESIGN.md section 8): AdamW, linear warmup then cosine decay, gradient clipping and accumulation,
 bf16 autocast on CUDA, validation on full-bank Hit@K after every epoch, early stopping on val Hit@5, a wall-clock
-budget, a checkpoint every epoch keeping the best K, exact resume, and DDP under torchrun.
+budget, a checkpoint every epoch keeping the best K, exact resume, and DDP under torchrun. Options: progressive
+training (the first epochs on nested subsets of the articles, `data.py`), augmented inputs (`augment.py`), and
+stochastic weight averaging (SWA): past `swa_start` of the run, each validation adds the weights to an
+equal-weight running mean, and the mean is what is validated and saved, while training goes on from the raw weights.
 
 Files in `out_dir` (see `lvm_pipeline.training.checkpoint` for a checkpoint's files):
 - `epochNNN-stepNNNNNNN.*`: the checkpoint of each validation, the best `keep_best` by val Hit@5 kept;
@@ -8,8 +11,9 @@ Files in `out_dir` (see `lvm_pipeline.training.checkpoint` for a checkpoint's fi
 - `history.json`: one entry per validation (HISTORY_KEYS).
 
 Determinism: the batches of an epoch depend only on (seed, epoch); the resume state holds the optimizer, the
-step counters and the torch/numpy/python RNG states, so on CPU an interrupted run resumed from `last` ends
-with the same weights as the uninterrupted run (a run cut by the time budget resumes mid-epoch).
+step counters and the torch/numpy/python RNG states (and with SWA the raw weights and the mean's float64 sum and
+count), so on CPU an interrupted run resumed from `last` ends with the same weights as the uninterrupted run (a run
+cut by the time budget resumes mid-epoch; its extra validation joins the SWA mean as every validation does).
 Under torchrun (WORLD_SIZE > 1) every rank trains its share of each epoch's articles through
 DistributedDataParallel; rank 0 validates and writes the files while the others wait.
 """
@@ -22,7 +26,8 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +46,7 @@ from lvm_pipeline.models.base import ModelConfig, NextConceptModel, build_model
 from lvm_pipeline.models.predictor import ModelPredictor
 from lvm_pipeline.progress import progress as progress_bar
 from lvm_pipeline.tmd.schema import bank_tmd_vectors
+from lvm_pipeline.training.augment import Augmentation
 from lvm_pipeline.training.checkpoint import (
     check_compatible,
     checkpoint_files,
@@ -59,10 +65,12 @@ log = logging.getLogger(__name__)
 KS = (1, 5, 10)
 HISTORY_FILE = "history.json"
 # a history entry: epoch (1-based, the one validated), step (optimizer steps so far), partial (the time budget cut the
-# epoch), train_loss (mean over its batches), val_cosine and val_hit_at_1/5/10 (full bank), lr (of the last step),
-# seconds (training + validation + checkpoints), train_seconds (training only)
-HISTORY_KEYS = ("epoch", "step", "partial", "train_loss", "val_cosine", "val_hit_at_1", "val_hit_at_5", "val_hit_at_10",
-                "lr", "seconds", "train_seconds")
+# epoch), articles (the epoch's train articles: fewer in a progressive stage), train_loss (mean over its batches),
+# val_cosine and val_hit_at_1/5/10 (full bank), averaged (what was validated and saved is the SWA mean),
+# averaged_over (the validations in that mean; 0 without), lr (of the last step), seconds (training + validation
+# + checkpoints), train_seconds (training only)
+HISTORY_KEYS = ("epoch", "step", "partial", "articles", "train_loss", "val_cosine", "val_hit_at_1", "val_hit_at_5",
+                "val_hit_at_10", "averaged", "averaged_over", "lr", "seconds", "train_seconds")
 PROGRESS_EVERY = 10  # optimizer steps between progress-bar loss updates (each one waits for the device)
 
 
@@ -217,28 +225,33 @@ class _Run:
             raise PipelineError(f"{name} reads the text view: train it with the bank's context views")
         self.data = ArticleBatches(bank.vectors, sequences.article_bounds("train"), config.batch_size, config.max_len,
                                    config.seed, self.tmd, world.rank, world.world_size, config.group_by_length,
-                                   (config.curriculum_epochs, config.curriculum_max_len), self.views)
+                                   (config.curriculum_epochs, config.curriculum_max_len), self.views,
+                                   (config.progressive_articles, config.progressive_epochs))
+        self.augment = Augmentation.from_config(config, world.rank)
         self.hard_negatives = None
         if config.hard_negatives:
             train_rows = np.concatenate([np.arange(a, b) for a, b in sequences.article_bounds("train")])
             self.hard_negatives = HardNegatives(bank.vectors, bank.bank_article, train_rows, config.hard_negatives)
-        self.steps_per_epoch = -(-len(self.data) // config.accumulation_steps)
+        self.total_steps = sum(self._steps_in(epoch) for epoch in range(config.epochs))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.validate = _Validator(sequences, config, self.tmd, self.views) if world.is_main else None
         self.epoch = self.batch_in_epoch = self.step = self.stale = 0  # stale: validations without a better Hit@5
         self.best_hit_at_5 = -math.inf
         self.kept: list[dict] = []  # per-epoch checkpoints kept: name, hit_at_5, cosine
+        self.average = _WeightAverage()  # SWA
         self.history: list[dict] = []
         if resuming:
             self._resume()
+        else:
+            self.model.fit_train_vectors(self.data.train_vectors())
         self.trained = self.model
         if world.world_size > 1:
             device_ids = [world.device] if world.device.type == "cuda" else None
             self.trained = DistributedDataParallel(self.model, device_ids=device_ids)
 
-    @property
-    def total_steps(self) -> int:
-        return self.config.epochs * self.steps_per_epoch
+    def _steps_in(self, epoch: int) -> int:
+        """Optimizer steps of `epoch` (its batches, a progressive stage's fewer, over accumulation_steps)."""
+        return -(-self.data.batches_in(epoch) // self.config.accumulation_steps)
 
     def train(self, started: float) -> TrainResult:
         config, world = self.config, self.world
@@ -252,12 +265,15 @@ class _Run:
                 epoch_started = time.monotonic()
                 timed_out, train_loss = self._train_epoch(started)
                 train_seconds = time.monotonic() - epoch_started
-                partial = self.batch_in_epoch < len(self.data)
+                partial = self.batch_in_epoch < self.data.batches_in(self.epoch)
                 if not partial:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 rng = world.gather(_rng_state())
                 if world.is_main:
-                    self._validate_and_save(train_loss, partial, rng, epoch_started, train_seconds)
+                    with self._validated_weights(time.monotonic() - started) as raw:
+                        self._validate_and_save(train_loss, partial, rng, epoch_started, train_seconds, raw)
+                    if self.on_epoch_end is not None:
+                        self.on_epoch_end(self.history[-1])
                 stale = world.from_main(self.stale)  # rank 0 decides; the broadcast is also the barrier
                 self.stale = stale
                 stopped = "time_budget" if timed_out else None
@@ -270,7 +286,7 @@ class _Run:
     def _train_epoch(self, started: float) -> tuple[bool, float]:
         """Train on this epoch's batches from self.batch_in_epoch on; (stopped by the time budget, mean loss)."""
         config, world = self.config, self.world
-        accumulation, n_batches = config.accumulation_steps, len(self.data)
+        accumulation, n_batches = config.accumulation_steps, self.data.batches_in(self.epoch)
         bf16 = config.bf16 and world.device.type == "cuda"
         loss_sum, n_losses, timed_out = torch.zeros((), device=world.device), 0, False
         self.trained.train()
@@ -279,16 +295,22 @@ class _Run:
         for batch in self.data.epoch(self.epoch, skip=self.batch_in_epoch):
             batch = batch.to(world.device)
             index = self.batch_in_epoch
+            if self.augment is not None:
+                batch = self.augment(batch, self.epoch, index)
             group_start = index - index % accumulation
             group_size = min(accumulation, n_batches - group_start)
             steps_now = index + 1 == group_start + group_size
             sync = nullcontext() if steps_now or world.world_size == 1 else self.trained.no_sync()
             with sync:
                 with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else nullcontext():
-                    predicted = self.trained(batch.inputs, **batch.side_inputs)
+                    targets = {"target": batch.targets} if self.model.trains_on_targets else {}
+                    predicted = self.trained(batch.inputs, **batch.side_inputs, **targets)
                     negatives_for = None if self.hard_negatives is None else (
                         lambda mask, rows=batch.target_rows: self.hard_negatives.for_targets(rows[mask]))
-                    loss = training_loss(predicted, batch.targets, batch.mask, config, negatives_for)
+                    loss = training_loss(predicted, batch.targets, batch.mask, config, negatives_for,
+                                         self.model.loss_space)
+                    if (auxiliary := self.model.auxiliary_loss()) is not None:
+                        loss = loss + auxiliary
                 (loss / group_size).backward()
             loss_sum += loss.detach()
             n_losses += 1
@@ -318,17 +340,41 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
+    def _run_share(self, elapsed_s: float) -> float:
+        """How far the run is: its share of the schedule's optimizer steps, or of the time budget when it has one,
+        whichever is further."""
+        share = self.step / max(self.total_steps, 1)
+        if self.config.time_budget_s is not None:
+            share = max(share, elapsed_s / self.config.time_budget_s if self.config.time_budget_s > 0 else 1.0)
+        return share
+
+    @contextmanager
+    def _validated_weights(self, elapsed_s: float) -> Iterator[dict[str, torch.Tensor] | None]:
+        """Inside the block the model holds the weights to validate and save: with SWA past swa_start (or once
+        begun) the weights join the mean and the model holds the mean, the block getting the raw weights (training
+        goes on from them after it); otherwise its own weights, and None."""
+        swa_start = self.config.swa_start
+        if not (swa_start > 0 and (self.average.count > 0 or self._run_share(elapsed_s) > swa_start)):
+            yield None
+            return
+        self.average.add(self.model.state_dict())
+        with _holding(self.model, self.average.mean(self.model.state_dict())) as raw:
+            yield raw
+
     def _validate_and_save(self, train_loss: float, partial: bool, rng: list[dict], epoch_started: float,
-                           train_seconds: float) -> None:
+                           train_seconds: float, raw: dict[str, torch.Tensor] | None) -> None:
         """Rank 0: validate, checkpoint (keeping the best K: Hit@5, then cosine, then the earliest), update `best`
-        (the first of those), `last` and history.json. Early stopping counts validations without a better Hit@5."""
+        (the first of those), `last` and history.json. Early stopping counts validations without a better Hit@5.
+        `raw`: the weights training goes on from, when the model holds the SWA mean."""
         metrics = self.validate(self.model, self.world.device)
         improved = metrics["hit_at_5"] > self.best_hit_at_5
         self.best_hit_at_5 = max(self.best_hit_at_5, metrics["hit_at_5"])
         self.stale = 0 if improved else self.stale + 1
         epoch_number = self.epoch + 1 if partial else self.epoch
-        entry = {"epoch": epoch_number, "step": self.step, "partial": partial, "train_loss": train_loss,
+        entry = {"epoch": epoch_number, "step": self.step, "partial": partial,
+                 "articles": len(self.data.epoch_bounds(epoch_number - 1)), "train_loss": train_loss,
                  "val_cosine": metrics["cosine"], **{f"val_hit_at_{k}": metrics[f"hit_at_{k}"] for k in KS},
+                 "averaged": raw is not None, "averaged_over": self.average.count,
                  "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
                  "seconds": time.monotonic() - epoch_started}
         self.history.append(entry)
@@ -342,11 +388,9 @@ class _Run:
             delete_checkpoint(self.out_dir, dropped["name"])
         if ranked[0]["name"] == name:
             save_checkpoint(self.out_dir, self.model, sidecar | {"checkpoint": name}, name="best")
-        save_checkpoint(self.out_dir, self.model, sidecar, self._training_state(rng), name="last")
+        save_checkpoint(self.out_dir, self.model, sidecar, self._training_state(rng, raw), name="last")
         text = json.dumps(self.history, indent=2)
         atomic_write(self.out_dir / HISTORY_FILE, lambda f: f.write(text.encode()))
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(entry)
 
     def _sidecar(self, metrics: dict, epoch_number: int) -> dict:
         bank = self.sequences.bank
@@ -356,11 +400,17 @@ class _Run:
                 "step": self.step, "metrics": metrics, "val_queries": len(self.validate.queries),
                 "train_config": self.config.to_dict(), "history": self.history, "torch_version": torch.__version__}
 
-    def _training_state(self, rng: list[dict]) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": {"step": self.step, "total_steps": self.total_steps},
-                "rng": rng, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
-                "best_hit_at_5": self.best_hit_at_5, "stale": self.stale, "kept": self.kept, "history": self.history,
-                "world_size": self.world.world_size}
+    def _training_state(self, rng: list[dict], raw: dict[str, torch.Tensor] | None = None) -> dict:
+        """What resuming needs besides the saved weights; `raw`: the weights training goes on from, when the saved
+        ones are the SWA mean (then saved with the mean's sum and count)."""
+        state = {"optimizer": self.optimizer.state_dict(),
+                 "scheduler": {"step": self.step, "total_steps": self.total_steps},
+                 "rng": rng, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                 "best_hit_at_5": self.best_hit_at_5, "stale": self.stale, "kept": self.kept, "history": self.history,
+                 "world_size": self.world.world_size}
+        if raw is not None:
+            state["swa"] = self.average.state() | {"weights": raw}
+        return state
 
     def _resume(self) -> None:
         """Continue from `last`: weights, optimizer, counters, history and RNG states."""
@@ -369,7 +419,7 @@ class _Run:
         check_compatible(sidecar, self.sequences.bank, self.sequences)
         if sidecar["model_config"] != self.model.config.to_dict():
             raise PipelineError(f"cannot resume {self.out_dir}: it trained another model config ({sidecar['model_config']})")
-        saved = sidecar["train_config"]
+        saved = TrainConfig.from_dict(sidecar["train_config"]).to_dict()  # fields newer than the run: their defaults
         if changed := sorted(k for k, v in self.config.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v):
             raise PipelineError(f"cannot resume {self.out_dir} with another training config: {', '.join(changed)} differ")
         if saved["epochs"] != self.config.epochs:
@@ -378,6 +428,9 @@ class _Run:
         self.model.load_state_dict(load_file(last[".safetensors"], device=str(self.world.device)))
         state = load_training_state(last[".state.pt"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "swa" in state:  # `last` holds the SWA mean: training goes on from the raw weights
+            self.model.load_state_dict(state["swa"]["weights"])
+            self.average.load(state["swa"], self.world.device)
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.best_hit_at_5, self.stale = state["best_hit_at_5"], state["stale"]
         self.kept, self.history = list(state["kept"]), list(state["history"])
@@ -388,6 +441,43 @@ class _Run:
         _set_rng_state(rng[self.world.rank % len(rng)])
         log.info("%s: resumed from %s at epoch %d, batch %d, step %d", self.name, self.out_dir, self.epoch,
                  self.batch_in_epoch, self.step)
+
+
+class _WeightAverage:
+    """Stochastic weight averaging: the equal-weight mean of the model's floating-point weights at the validations
+    that joined it, kept as a float64 sum (the mean is then exact to float32 rounding, whatever the order)."""
+
+    def __init__(self):
+        self.count, self.sum = 0, {}
+
+    def add(self, weights: dict[str, torch.Tensor]) -> None:
+        for key, value in weights.items():
+            if value.is_floating_point():
+                value = value.detach().to(torch.float64, copy=True)
+                self.sum[key] = value if key not in self.sum else self.sum[key] + value
+        self.count += 1
+
+    def mean(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`weights` with their averaged entries replaced by the mean (the others as they are)."""
+        return {key: (self.sum[key] / self.count).to(value.dtype) if key in self.sum else value
+                for key, value in weights.items()}
+
+    def state(self) -> dict:
+        return {"count": self.count, "sum": self.sum}
+
+    def load(self, state: dict, device: torch.device) -> None:
+        self.count, self.sum = int(state["count"]), {key: value.to(device) for key, value in state["sum"].items()}
+
+
+@contextmanager
+def _holding(model: NextConceptModel, weights: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+    """Inside the block `model` holds `weights`, and the block gets a copy of its own; after it, its own again."""
+    own = {key: value.clone() for key, value in model.state_dict().items()}
+    model.load_state_dict(weights)
+    try:
+        yield own
+    finally:
+        model.load_state_dict(own)
 
 
 def _best_first(checkpoints: list[dict]) -> list[dict]:
