@@ -1,16 +1,22 @@
-"""The comparison's ensembles: chosen by the members' own val Hit@5 (never test), an ensemble of one model is the
-model, and the val-weighted one is fitted on val queries only."""
+"""The comparison's ensembles (chosen by the members' own val Hit@5, never test; an ensemble of one model is the
+model; the val-weighted one fitted on val queries only) and its entries (a checkpoint that no longer loads is left
+out with its reason)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from lvm_pipeline.arrays import unit_rows
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
+from lvm_pipeline.errors import PipelineError
 from lvm_pipeline.evaluation.baselines import CopyLast, MeanContext
 from lvm_pipeline.evaluation.ensemble import Ensemble
 from lvm_pipeline.experiments.comparison import Entry, best_on_val_ensembles
+from lvm_pipeline.models.base import build_model
+from lvm_pipeline.training.checkpoint import load_checkpoint, save_checkpoint, trained_model
 from lvm_pipeline_tests.test_training import planted_bank
 
 
@@ -55,3 +61,21 @@ def test_the_ensembles_take_the_best_on_val_and_fit_their_weights_on_val_only(se
     assert asked and asked <= val_targets and not asked & test_targets  # fitting read val, never test
     assert not worst.asked
     assert best_on_val_ensembles(sequences, entries[:1], size=3) == []  # one model: nothing to combine
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_the_code_is_left_out_with_its_reason(sequences, tmp_path):
+    """A family's modules renamed since a run saved its weights: the comparison and the report skip that run and
+    say why, instead of failing on every other model too."""
+    model = build_model("toy_gru", sequences.bank.vectors.shape[1])
+    sidecar = {"model_name": "gru", "model_config": model.config.to_dict(), "d_input": model.d_input,
+               "encoder_fingerprint": sequences.bank.manifest.get("encoder_fingerprint"),
+               "bank_version": sequences.bank.version, "dataset_version": sequences.version}
+    save_checkpoint(tmp_path, model, sidecar, name="best")
+    assert not isinstance(trained_model(tmp_path, sequences), str)
+    changed = json.loads((tmp_path / "best.json").read_text())
+    changed["model_config"]["d_model"] = 16  # what the weights were not saved for
+    (tmp_path / "best.json").write_text(json.dumps(changed))
+    with pytest.raises(PipelineError, match="do not fit this code's gru model"):
+        load_checkpoint(tmp_path / "best.safetensors")
+    reason = trained_model(tmp_path, sequences)
+    assert isinstance(reason, str) and reason.startswith("left out:") and "do not fit" in reason

@@ -1,5 +1,5 @@
 """`lvm_checkpoint`: one trained model per architecture family (a static partition each), with its two checks;
-`lvm_variant`: one of the predecessor's variants 1A-1E of a family (a static partition each).
+`lvm_variant`: one of the predecessor's variants 1A-1E or a strategy of a family (a static partition each).
 
 The training recipe is the asset's Config (set it in the launchpad); the work is in
 `lvm_pipeline.training`. Each epoch's validation figures are logged as an AssetObservation of the
@@ -111,8 +111,9 @@ class LvmVariantConfig(LvmCheckpointConfig):
 @asset(partitions_def=StaticPartitionsDefinition(list(VARIANTS)), deps=[training_sequences], group_name="experiments",
        kinds={"pytorch"})
 def lvm_variant(context: AssetExecutionContext, config: LvmVariantConfig, encoder: EncoderResource) -> MaterializeResult:
-    """Train one of the predecessor's variants (1A baseline, 1B TMD, 1C curriculum, 1D larger, 1E hard negatives)
-    of a family: its base recipe with the variant's one change. Compared in experiment_comparison."""
+    """Train one of the predecessor's variants (1A baseline, 1B TMD, 1C curriculum, 1D larger, 1E hard negatives) or
+    strategies (swa, augment, shuffle, progressive, mse) of a family: its base recipe with the variant's one change.
+    Compared in experiment_comparison."""
     variant = VARIANTS[context.partition_key]
     model, train_config = variant.apply(*named_config(config, config.family))
     name = entry_name(config.family, variant.name, config.seed)

@@ -83,7 +83,11 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[Nex
     stem = checkpoint_stem(path)
     sidecar = read_sidecar(stem)
     model = build_model(config_from_dict(sidecar["model_config"]), int(sidecar["d_input"]))
-    model.load_state_dict(load_file(stem.with_name(f"{stem.name}.safetensors"), device=str(device)))
+    try:
+        model.load_state_dict(load_file(stem.with_name(f"{stem.name}.safetensors"), device=str(device)))
+    except RuntimeError as error:  # missing, unexpected or reshaped weights: saved by another version of the family
+        detail = " ".join(str(error).split())[:300]
+        raise PipelineError(f"{stem}: its weights do not fit this code's {model.config.family} model ({detail})") from error
     return model.to(device).eval(), sidecar
 
 
@@ -150,12 +154,13 @@ def _jsonable(value):
 
 def trained_model(run_dir: Path, sequences) -> tuple[NextConceptModel, dict, list[dict]] | str:
     """The best checkpoint of a training run with its sidecar and history, if it was trained on `sequences`;
-    otherwise why not (no checkpoint; another encoder or dataset version), for the report to say."""
+    otherwise why not (no checkpoint; weights another version of the code saved; another encoder or dataset
+    version), for the report to say."""
     best = Path(run_dir) / "best.safetensors"
     if not best.is_file():
         return f"no checkpoint in {run_dir}"
-    model, sidecar = load_checkpoint(best)
     try:
+        model, sidecar = load_checkpoint(best)
         check_compatible(sidecar, sequences.bank, sequences)
     except PipelineError as error:
         return f"left out: {error}"
