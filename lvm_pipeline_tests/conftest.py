@@ -153,3 +153,14 @@ def data_dir(tmp_path_factory, encoder, vital_records):
     benchmark = run_benchmark(sequences, [ModelPredictor(model, "gru")], n_resamples=50)
     write_report(benchmark, bank.texts, data / "reports")
     return data
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (toy models run several times faster than on two contended cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

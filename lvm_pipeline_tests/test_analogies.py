@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from lvm_pipeline.datasets.bank import write_bank
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences
@@ -32,12 +31,7 @@ SECTIONS = ("capital-common-countries", "capital-world", "currency", "city-in-st
             "gram9-plural-verbs")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: faster on one thread than on two contended cores
 
 
 def unit(v: np.ndarray) -> np.ndarray:

@@ -24,12 +24,7 @@ from lvm_pipeline_tests.model_checks import assert_causal
 D = 12
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: faster on one thread than on two contended cores
 
 
 def make_model(name: str, **overrides) -> NextConceptModel:

@@ -24,13 +24,7 @@ TOY_CASES = [("toy_rwkv", "recurrent"), ("toy_rwkv", "parallel"), ("toy_retnet",
 TOY_IDS = [f"{name.removeprefix('toy_')}-{form}" for name, form in TOY_CASES]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy models run several times faster on one thread than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: faster on one thread than on two contended cores
 
 
 def make_model(config_name: str, d_input: int = D, **overrides) -> NextConceptModel:

@@ -27,11 +27,13 @@ from lvm_pipeline.tmd.schema import UNKNOWN, bank_tmd_vectors, pack_tmd, tmd_vec
 from lvm_pipeline.training import load_checkpoint, train
 from lvm_pipeline.training.checkpoint import save_checkpoint
 from lvm_pipeline_tests.model_checks import assert_causal
-from lvm_pipeline_tests.test_models_zoo import make_model, one_thread  # noqa: F401 (one_thread: an autouse fixture)
+from lvm_pipeline_tests.test_models_zoo import make_model
 from lvm_pipeline_tests.test_models_zoo import test_768_configs_are_bigger_than_small_ones as assert_768_is_bigger
 from lvm_pipeline_tests.test_models_zoo import test_every_config_field_is_commented as assert_fields_commented
 from lvm_pipeline_tests.test_models_zoo import test_toy_model_overfits_a_tiny_dataset as assert_overfits_rotations
 from lvm_pipeline_tests.test_training import planted_bank, quick
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 D = 12  # concept-vector width in these tests: deliberately not any model's d_model
 

@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from lvm_pipeline.datasets.sequences import WindowSpec, build_sequences, save_sequences
@@ -36,12 +35,7 @@ from lvm_pipeline_tests.test_training import DIM, planted_bank
 TOY = registered_configs()["toy_gru"]()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: faster on one thread than on two contended cores
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ from lvm_pipeline_tests.test_training import planted_bank, quick
 TOY = "tiny_gru_for_tests"  # registered by test_training
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # toy models: faster on one thread than on two contended cores
 
 
 @pytest.fixture(scope="module")

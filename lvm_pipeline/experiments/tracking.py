@@ -43,24 +43,41 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix(SQLITE)).resolve() if uri.startswith(SQLITE) else None
 
 
+def _client_and_experiment(uri: str, experiment: str):
+    """The MLflow client of the store at `uri` and the id of `experiment` in it (created, its artifacts beside a
+    SQLite database rather than in MLflow's default ./mlruns of whatever the working directory is)."""
+    from mlflow import MlflowClient
+
+    if database := sqlite_path(uri):
+        database.parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(
+        experiment, artifact_location=(database.parent / "mlartifacts").as_uri() if database else None)
+    return client, experiment_id
+
+
+def _log_configs(client, run: str, record: dict) -> None:
+    """A record's model and training configs as the run's params `model.*` and `train.*`, in MLflow's batch sizes."""
+    from mlflow.entities import Param
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+
+    params = [Param(k, v) for k, v in (flat_params(record["model_config"], "model.", MAX_PARAM_VAL_LENGTH)
+                                       | flat_params(record["train_config"], "train.", MAX_PARAM_VAL_LENGTH)).items()]
+    for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run, params=params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+
+
 def log_comparison(c: Comparison, files: dict[str, Path], run_id: str, uri: str,
                    experiment: str = "lvm_pipeline") -> str | None:
     """Log the comparison (see the module doc) to the store at `uri` under `experiment`; the parent run's id, None
     without mlflow."""
     if not mlflow_available():
         return None
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
     from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
-    if database := sqlite_path(uri):
-        database.parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    # beside a SQLite database, not MLflow's default ./mlruns in whatever the working directory is
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=(database.parent / "mlartifacts").as_uri() if database else None)
+    client, experiment_id = _client_and_experiment(uri, experiment)
     parent = client.create_run(experiment_id, run_name=f"comparison {run_id[:8]}", tags={
         "dagster_run_id": run_id, "decision": c.benchmark.decision.decision}).info.run_id
     status = "FAILED"
@@ -73,10 +90,7 @@ def log_comparison(c: Comparison, files: dict[str, Path], run_id: str, uri: str,
             child = client.create_run(experiment_id, run_name=record["name"], tags={
                 "dagster_run_id": run_id, MLFLOW_PARENT_RUN_ID: parent,
                 **{k: str(record[k]) for k in TAGS if record[k] is not None}}).info.run_id
-            params = [Param(k, v) for k, v in (flat_params(record["model_config"], "model.", MAX_PARAM_VAL_LENGTH)
-                                               | flat_params(record["train_config"], "train.", MAX_PARAM_VAL_LENGTH)).items()]
-            for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
-                client.log_batch(child, params=params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+            _log_configs(client, child, record)
             client.log_batch(child, metrics=[Metric(k, float(record[k]), now, 0) for k in METRICS
                                              if record[k] is not None and math.isfinite(record[k])])
             client.set_terminated(child)
@@ -93,23 +107,13 @@ def log_trial(record: dict, history: list[dict], uri: str, experiment: str = "lv
     without mlflow. A pruned trial's run ends KILLED."""
     if not mlflow_available():
         return None
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
-    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
+    from mlflow.entities import Metric
 
-    if database := sqlite_path(uri):
-        database.parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(
-        experiment, artifact_location=(database.parent / "mlartifacts").as_uri() if database else None)
+    client, experiment_id = _client_and_experiment(uri, experiment)
     tags = ("study", "trial", "trial_state", "split", "family", "dataset_version", "encoder_fingerprint")
     run = client.create_run(experiment_id, run_name=record["name"], tags={
         k: str(record[k]) for k in tags if record.get(k) is not None}).info.run_id
-    params = [Param(k, v) for k, v in (flat_params(record["model_config"], "model.", MAX_PARAM_VAL_LENGTH)
-                                       | flat_params(record["train_config"], "train.", MAX_PARAM_VAL_LENGTH)).items()]
-    for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
-        client.log_batch(run, params=params[start:start + MAX_PARAMS_TAGS_PER_BATCH])
+    _log_configs(client, run, record)
     now = int(time.time() * 1000)
     figures = ("hit_at_1", "hit_at_5", "hit_at_10", "cosine")
     best = [Metric(f"best_val_{k}", float(record[k]), now, 0) for k in figures]
