@@ -25,6 +25,7 @@ import torch
 from lvm_pipeline.arrays import right_padded
 
 GROUP_BATCHES = 32  # batches per group sorted by length (group_by_length)
+FIT_ROWS = 100_000  # train vectors a model's `fit_train_vectors` sees at most (a seeded sample beyond)
 STAGE_STREAM = 1  # spawn key of the generator of the progressive stages' article order (apart from the epochs')
 
 
@@ -69,9 +70,13 @@ class ArticleBatches:
         stage_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(STAGE_STREAM,)))
         self.stage_order = stage_rng.permutation(len(self.bounds))  # stage k: its first stage_sizes[k] articles
 
-    def train_vectors(self) -> np.ndarray:
-        """(N, D) the concept vectors of every article trained on (what a model's `fit_train_vectors` reads)."""
-        return np.concatenate([self.vectors[start:end] for start, end in self.bounds])
+    def train_vectors(self, max_rows: int = FIT_ROWS) -> np.ndarray:
+        """(n, D) the concept vectors of the articles trained on (what a model's `fit_train_vectors` reads): all of
+        them, or a seeded sample of `max_rows` (a per-dimension scaler needs no more; the bank may not fit in memory)."""
+        rows = np.concatenate([np.arange(start, end) for start, end in self.bounds])
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(rows, max_rows, replace=False))
+        return np.asarray(self.vectors[rows])
 
     def epoch_bounds(self, epoch: int) -> np.ndarray:
         """(articles, 2) the [start, end) bounds of the articles of `epoch`: its progressive stage's subset (in
