@@ -74,6 +74,12 @@ class NextConceptModel(nn.Module):
         """[batch, seq, d_model] -> [batch, seq, d_model]; position t may only use positions <= t."""
         raise NotImplementedError
 
+    def features(self, x: torch.Tensor, tmd: torch.Tensor | None = None,
+                 view: torch.Tensor | None = None) -> torch.Tensor:
+        """The backbone's output [batch, seq, d_model] for the inputs (a family that also reads the raw TMD there,
+        as the MoE's router, overrides this)."""
+        return self.backbone(self.embed_inputs(x, tmd, view))
+
     # Hooks the trainer calls; the defaults suit every family that only predicts the next vector.
     trains_on_targets = False  # True: in training, forward also takes `target` [batch, seq, D] (a denoiser's input)
     samples = False  # True: the prediction is sampled (denoising steps): forward(..., at=[batch] positions) computes
@@ -93,7 +99,7 @@ class NextConceptModel(nn.Module):
     def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, seq, D] (+ TMD [batch, 16] or [batch, seq, 16], + the text view [batch, seq, D]) -> [batch, seq, D],
         the next vector at each t."""
-        out = self.output_proj(self.backbone(self.embed_inputs(x, tmd, view)))
+        out = self.output_proj(self.features(x, tmd, view))
         if self.view_gate is not None:
             return view + self.view_gate * out
         return out + residual_base(x, self.config.residual)

@@ -181,7 +181,7 @@ class DiffusionLCMModel(TransformerModel):
         """[batch, seq, D] -> [batch, seq, D]. With `target` (training): the x0 estimates of the targets noised at
         random steps. Without: sampled next vectors, at every position, or only at positions `at` [batch] (one per row;
         the other positions are zeros)."""
-        context = self.backbone(self.embed_inputs(self.scaler(x), tmd, None if view is None else self.scaler(view)))
+        context = self.features(self.scaler(x), tmd, None if view is None else self.scaler(view))
         batch, seq, _ = context.shape
         slots = torch.cat((context.new_zeros(batch, 1, context.shape[-1]), context), dim=1)
         if target is not None:

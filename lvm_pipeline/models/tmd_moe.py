@@ -99,21 +99,13 @@ class TMDMoEModel(GRUModel):
         self.gate = nn.Linear(config.d_model, N_EXPERTS)
         self.experts = nn.ModuleList(Expert(config.d_model, config.expert_hidden) for _ in range(N_EXPERTS))
         self.lane_scale = nn.Parameter(torch.tensor(float(config.lane_bias))) if config.lane_router else None
-        self._router_tmd: torch.Tensor | None = None  # the raw TMD of the forward in progress (see forward)
         self._balance: torch.Tensor | None = None  # balance_weight * balance_loss of the last training forward
 
-    def forward(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> torch.Tensor:
-        """The base's forward; the raw TMD is held for the router, as the base passes the backbone only the embedded
-        sum of inputs and adapters."""
-        self._router_tmd = tmd
-        try:
-            return super().forward(x, tmd, view)
-        finally:
-            self._router_tmd = None
-
-    def backbone(self, h: torch.Tensor) -> torch.Tensor:
-        shared = super().backbone(h)
-        routing = self.route(shared, self._router_tmd)
+    def features(self, x: torch.Tensor, tmd: torch.Tensor | None = None,
+                 view: torch.Tensor | None = None) -> torch.Tensor:
+        """The GRU's output h plus the top-2 mixture of experts of h, routed on h (and the raw TMD)."""
+        shared = super().features(x, tmd, view)
+        routing = self.route(shared, tmd)
         weight = self.config.balance_weight
         self._balance = weight * balance_loss(routing) if self.training and weight > 0 else None
         return shared + self.mixture(shared, routing)
@@ -141,7 +133,7 @@ class TMDMoEModel(GRUModel):
 
     def routing(self, x: torch.Tensor, tmd: torch.Tensor | None = None, view: torch.Tensor | None = None) -> Routing:
         """Each position's two experts and weights for a batch, as forward routes them (e.g. for a per-lane report)."""
-        return self.route(super().backbone(self.embed_inputs(x, tmd, view)), tmd)
+        return self.route(super().features(x, tmd, view), tmd)
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """balance_weight * the last forward's balance loss (None in eval mode or with balance_weight 0)."""
